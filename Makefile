@@ -1,0 +1,48 @@
+# The two commands of the README: `make run` (the main job) and `make test` (the whole suite).
+# Both set everything up from nothing: .venv, pinned torch, the other dependencies, the package
+# and its compiled ops.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+RUN_ARGS ?=
+
+.PHONY: install test run data cuda-build clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --upgrade pip "setuptools>=68" wheel
+	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1 numpy
+	touch $@
+
+$(VENV)/.installed: $(VENV)/.torch $(SOURCES)
+	$(PY) -m pip install -e ".[dev]" --no-build-isolation
+	touch $@
+
+install: $(VENV)/.installed
+
+test: install
+	$(PY) -m pytest -q -ra tests
+
+data:
+	@if [ ! -f $(FMNIST) ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    (apt-get install -y -q dataset-fashion-mnist || (apt-get update -q && apt-get install -y -q dataset-fashion-mnist)); \
+	  else \
+	    echo "Fashion-MNIST is missing: run 'sudo apt-get install dataset-fashion-mnist', or put torchvision's" \
+	         "FashionMNIST/raw files under ./data and pass --data-root ./data"; exit 1; \
+	  fi; \
+	fi
+
+run: install data
+	$(PY) -m fastdstn train fmnist-quick --out runs/fmnist-quick $(RUN_ARGS)
+
+# Compile the CUDA extension too (no GPU needed); the ptxas register/spill report lands in build-cuda.log.
+cuda-build: $(VENV)/.torch
+	FASTDSTN_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" CUDA_HOME=/usr/local/cuda \
+	  $(PY) -m pip install -e ".[dev]" --no-build-isolation -v > build-cuda.log 2>&1 || (tail -50 build-cuda.log; exit 1)
+	$(PY) -c "import torch, fastdstn.ops.cpp as c; print('CUDA ops registered:', c.cuda_registered())"
+
+clean:
+	rm -rf build *.egg-info fastdstn/_C*.so

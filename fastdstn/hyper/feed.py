@@ -1,0 +1,64 @@
+"""What the STN layers and regularizers of a model read during one forward pass.
+
+A step function opens `feeding(...)` around the forward; layers call `current_feed()`. Outside any
+feed a model is a plain network at its general weights (h = 0): that is how centered and Δ-STN
+models evaluate and deploy, and how a converted model reproduces the original exactly.
+"""
+from __future__ import annotations
+
+import contextlib
+import contextvars
+from dataclasses import dataclass, field
+from typing import Iterator, Mapping, Optional
+
+import torch
+
+Tensor = torch.Tensor
+
+
+@dataclass(frozen=True)
+class Feed:
+    """h: (B, H) hypernetwork input, or None for the general weights alone (the response branch
+    is then not computed). dual: Δ-STN's linearized pass — h is ε, STN layers return forward-mode
+    dual tensors (primal at the general weights, tangent along Φε). values: name → per-example
+    constrained hyperparameter values (B,) for regularizers (detached)."""
+
+    h: Optional[Tensor] = None
+    dual: bool = False
+    values: Mapping[str, Tensor] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.dual and self.h is None:
+            raise ValueError("Feed: a dual (linearized) feed needs the perturbation ε as h, received h=None")
+        if self.h is not None and self.h.dim() != 2:
+            raise ValueError(f"Feed: h must be (batch, H), received shape {tuple(self.h.shape)}")
+
+    def value(self, name: str, batch: int, where: str) -> Tensor:
+        """The per-example values (batch,) of hyperparameter `name`, for the module named `where`."""
+        if name not in self.values:
+            known = ", ".join(self.values) or "none"
+            raise KeyError(f"{where}: reads hyperparameter {name!r}, but the feed carries {known}")
+        value = self.values[name]
+        if value.shape[0] != batch:
+            raise ValueError(f"{where}: hyperparameter {name!r} has {value.shape[0]} per-example values, "
+                             f"but the input batch has {batch} examples")
+        return value
+
+
+_current: contextvars.ContextVar[Optional[Feed]] = contextvars.ContextVar("fastdstn_feed", default=None)
+
+
+def current_feed() -> Optional[Feed]:
+    return _current.get()
+
+
+@contextlib.contextmanager
+def feeding(h: Optional[Tensor] = None, *, dual: bool = False,
+            values: Optional[Mapping[str, Tensor]] = None) -> Iterator[Feed]:
+    """Feed the STN layers of whatever model runs inside the block."""
+    feed = Feed(h=h, dual=dual, values=dict(values or {}))
+    token = _current.set(feed)
+    try:
+        yield feed
+    finally:
+        _current.reset(token)

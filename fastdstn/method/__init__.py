@@ -1,0 +1,4 @@
+"""The method: STN, centered STN and Δ-STN training and hyper steps (SPEC §4–§5)."""
+from .steps import Mode, Optimizers, SelfTuning, frozen, linearized, make_optimizers
+
+__all__ = ["Mode", "Optimizers", "SelfTuning", "frozen", "linearized", "make_optimizers"]

@@ -1,0 +1,53 @@
+"""StnLinear: nn.Linear with a structured best-response (SPEC §3)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .. import ops
+from .base import StnLayer, init_response_like, join_dual, rows_for, split_dual
+
+
+class StnLinear(nn.Linear, StnLayer):
+    """y = x·W_gᵀ + b_g + s ⊙ (x·W_rᵀ) + t ⊙ b_r with [s | t] = h·Vᵀ; `weight`/`bias` are W_g/b_g.
+
+    Inputs are (B, ..., in) with examples along dim 0; outside a feed (or with h = None) it is exactly
+    nn.Linear at the general weights."""
+
+    def __init__(self, in_features: int, out_features: int, num_hypers: int, bias: bool = True,
+                 device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if num_hypers < 1:
+            raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
+        self.num_hypers = num_hypers
+        factory = {"device": device, "dtype": dtype}
+        self.response_weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
+        self.response_bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
+        rows = 2 * out_features if bias else out_features
+        self.hyper_proj = nn.Parameter(torch.zeros(rows, num_hypers, **factory))
+        self.reset_response_parameters()
+
+    def reset_response_parameters(self) -> None:
+        init_response_like(self.weight, self.response_weight)
+        if self.response_bias is not None:
+            nn.init.zeros_(self.response_bias)
+        nn.init.zeros_(self.hyper_proj)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        feed = self.active_feed(x.shape[0]) if x.dim() > 1 else None
+        if feed is None:
+            return F.linear(x, self.weight, self.bias)
+        h = rows_for(feed.h, x.shape, batch_dim=0)
+        args = (self.weight, self.bias, self.response_weight, self.response_bias, self.hyper_proj)
+        if feed.dual:
+            primal, tangent = split_dual(x)
+            y, yt = ops.stn_linear_dual(primal.reshape(-1, self.in_features),
+                                        None if tangent is None else tangent.reshape(-1, self.in_features), h, *args)
+            out = join_dual(y, yt)
+        else:
+            out = ops.stn_linear(x.reshape(-1, self.in_features), h, *args)
+        return out.reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return f"{super().extra_repr()}, num_hypers={self.num_hypers}"
