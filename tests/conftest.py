@@ -13,3 +13,9 @@ if not torch.cuda.is_available():
 def _seeded():
     torch.manual_seed(0)
     yield
+
+
+# Shared test helpers (tests/stn_test_models.py) import as top-level modules.
+import sys  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(__file__))

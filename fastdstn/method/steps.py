@@ -31,6 +31,10 @@ class Mode(str, enum.Enum):
     CENTERED = "centered"
     DELTA = "delta"
 
+    @classmethod
+    def _missing_(cls, value):
+        raise ValueError(f"mode: expected one of {', '.join(repr(m.value) for m in cls)}, received {value!r}")
+
 
 @dataclass
 class Optimizers:
@@ -137,44 +141,52 @@ class SelfTuning:
 
     # ----------------------------------------------------------------- steps
     def train_step(self, inputs: Tensor, targets: Tensor, optimizers: Optimizers) -> Dict[str, Tensor]:
-        """One training step on one mini-batch (both sub-steps in centered/Δ-STN)."""
+        """One training step on one mini-batch (both sub-steps in centered/Δ-STN, on the same batch)."""
         self.model.train()
-        batch = inputs.shape[self.batch_dim]
         with torch.no_grad():
-            draw = self.space.sample(batch)
-        perturbed_values = self.space.example_values(draw.perturbed)
+            draw = self.space.sample(inputs.shape[self.batch_dim])
         if self.mode is Mode.STN:
-            h = draw.perturbed
-            with feeding(h, values=perturbed_values):
-                loss = self._training_loss(self.model(self._inputs(inputs, perturbed_values)), targets,
-                                           perturbed_values, h)
-            optimizers.general.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizers.general.step()
-            return {"train_loss": loss.detach()}
+            return {"train_loss": self.joint_step(inputs, targets, draw.perturbed, optimizers.general)}
+        return {"train_loss": self.general_step(inputs, targets, optimizers.general),
+                "response_loss": self.response_step(inputs, targets, draw.eps, optimizers.response)}
 
-        # (a) general sub-step at λ, h = 0: the response branch is not computed at all.
-        values = self.space.current_values(batch)
+    def joint_step(self, inputs: Tensor, targets: Tensor, perturbed: Tensor,
+                   optimizer: torch.optim.Optimizer) -> Tensor:
+        """STN: L_T at λ + ε with the nonlinear layer fed h = λ + ε; every model parameter moves."""
+        values = self.space.example_values(perturbed)
+        with feeding(perturbed, values=values):
+            loss = self._training_loss(self.model(self._inputs(inputs, values)), targets, values, perturbed)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    def general_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
+        """Sub-step (a): L_T at λ with h = 0; the response branch is not computed at all."""
+        values = self.space.current_values(inputs.shape[self.batch_dim])
         with feeding(None, values=values):
             loss = self._training_loss(self.model(self._inputs(inputs, values)), targets, values, None)
-        optimizers.general.zero_grad(set_to_none=True)
+        optimizer.zero_grad(set_to_none=True)
         loss.backward()
-        optimizers.general.step()
+        optimizer.step()
+        return loss.detach()
 
-        # (b) response sub-step at λ + ε: only W_r, b_r, V receive gradients.
-        eps = draw.eps
-        perturbed_inputs = self._inputs(inputs, perturbed_values)
+    def response_step(self, inputs: Tensor, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
+        """Sub-step (b): L_T at λ + ε; only W_r, b_r, V receive gradients. Centered STN feeds h = ε
+        to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward)."""
+        values = self.space.example_values(self.space.lam.detach() + eps)
+        perturbed_inputs = self._inputs(inputs, values)
         with frozen(self._general):
             if self.mode is Mode.DELTA:
-                outputs = self._forward_dual(perturbed_inputs, eps, perturbed_values)
+                outputs = self._forward_dual(perturbed_inputs, eps, values)
             else:
-                with feeding(eps, values=perturbed_values):
+                with feeding(eps, values=values):
                     outputs = self.model(perturbed_inputs)
-            response_loss = self._training_loss(outputs, targets, perturbed_values, eps)
-            optimizers.response.zero_grad(set_to_none=True)
-            response_loss.backward()
-        optimizers.response.step()
-        return {"train_loss": loss.detach(), "response_loss": response_loss.detach()}
+            loss = self._training_loss(outputs, targets, values, eps)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+        optimizer.step()
+        return loss.detach()
 
     def hyper_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Tensor]:
         """One step on λ and ρ: L_V − τℍ on a validation batch, eval mode, weights frozen."""

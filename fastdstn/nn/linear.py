@@ -12,15 +12,17 @@ from .base import StnLayer, init_response_like, join_dual, rows_for, split_dual
 class StnLinear(nn.Linear, StnLayer):
     """y = x·W_gᵀ + b_g + s ⊙ (x·W_rᵀ) + t ⊙ b_r with [s | t] = h·Vᵀ; `weight`/`bias` are W_g/b_g.
 
-    Inputs are (B, ..., in) with examples along dim 0; outside a feed (or with h = None) it is exactly
-    nn.Linear at the general weights."""
+    Inputs are (..., in) with the examples along `batch_dim` (0 for (B, ..., in), 1 for time-major
+    (T, B, in) sequences); outside a feed (or with h = None) it is exactly nn.Linear at the general
+    weights."""
 
     def __init__(self, in_features: int, out_features: int, num_hypers: int, bias: bool = True,
-                 device=None, dtype=None) -> None:
+                 batch_dim: int = 0, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         if num_hypers < 1:
             raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
         self.num_hypers = num_hypers
+        self.batch_dim = batch_dim
         factory = {"device": device, "dtype": dtype}
         self.response_weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
         self.response_bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
@@ -35,10 +37,10 @@ class StnLinear(nn.Linear, StnLayer):
         nn.init.zeros_(self.hyper_proj)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = self.active_feed(x.shape[0]) if x.dim() > 1 else None
+        feed = self.active_feed(x.shape[self.batch_dim]) if x.dim() > 1 else None
         if feed is None:
             return F.linear(x, self.weight, self.bias)
-        h = rows_for(feed.h, x.shape, batch_dim=0)
+        h = rows_for(feed.h, x.shape, self.batch_dim)
         args = (self.weight, self.bias, self.response_weight, self.response_bias, self.hyper_proj)
         if feed.dual:
             primal, tangent = split_dual(x)
@@ -50,4 +52,4 @@ class StnLinear(nn.Linear, StnLayer):
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
-        return f"{super().extra_repr()}, num_hypers={self.num_hypers}"
+        return f"{super().extra_repr()}, num_hypers={self.num_hypers}, batch_dim={self.batch_dim}"
