@@ -141,3 +141,9 @@ def test_missing_backend_falls_back_to_reference_with_one_warning(monkeypatch):
         with warnings.catch_warnings():
             warnings.simplefilter("error")
             ops.stn_linear(a["x"], a["h"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"])
+
+
+def test_device_mismatch_is_named():
+    a = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in dense_args(dtype=torch.float32).items()}
+    with pytest.raises(ValueError, match=r"V: expected device cpu \(the device of x\), received .*device meta"):
+        ops.stn_linear(a["x"], a["h"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"].to("meta"))
