@@ -10,7 +10,7 @@ from fastdstn.nn import (StnConv2d, StnDropout, StnDropout2d, StnEmbedding, StnL
 
 def small_space() -> HyperSpace:
     return HyperSpace([Hyper("drop_in", 0.2, 0.0, 0.9), Hyper("drop_hidden", 0.3, 0.0, 0.9),
-                       Hyper("wd", 1e-3, 0.0, 0.1, per_example=False)]).double()
+                       Hyper("wd", 1e-3, 0.0, 0.1, per_example=False)])
 
 
 class MLP(nn.Sequential):

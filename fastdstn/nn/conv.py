@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import StnLayer, init_response_like, join_dual, split_dual
+from .base import StnLayer, init_response_like, join_dual, op_dtype_args, split_dual
 
 
 class StnConv2d(nn.Conv2d, StnLayer):
@@ -53,16 +53,16 @@ class StnConv2d(nn.Conv2d, StnLayer):
         feed = self.active_feed(x.shape[0]) if x.dim() == 4 else None
         if feed is None:
             return self._conv_forward(x, self.weight, self.bias)
-        args = (self.weight, self.bias, self.response_weight, self.response_bias, self.hyper_proj)
-        if feed.dual:
-            primal, tangent = split_dual(x)
-            primal, padding = self._explicit_padding(primal)
-            if tangent is not None:
-                tangent, _ = self._explicit_padding(tangent)
-            geometry = (self.stride, padding, self.dilation, self.groups)
-            return join_dual(*ops.stn_conv2d_dual(primal, tangent, feed.h, *args, *geometry))
-        x, padding = self._explicit_padding(x)
-        return ops.stn_conv2d(x, feed.h, *args, self.stride, padding, self.dilation, self.groups)
+        primal, tangent = split_dual(x) if feed.dual else (x, None)
+        primal, tangent, h, *args = op_dtype_args(primal, tangent, feed.h, self.weight, self.bias, self.response_weight,
+                                                  self.response_bias, self.hyper_proj)
+        primal, padding = self._explicit_padding(primal)
+        geometry = (self.stride, padding, self.dilation, self.groups)
+        if not feed.dual:
+            return ops.stn_conv2d(primal, h, *args, *geometry)
+        if tangent is not None:
+            tangent, _ = self._explicit_padding(tangent)
+        return join_dual(*ops.stn_conv2d_dual(primal, tangent, h, *args, *geometry))
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_hypers={self.num_hypers}"

@@ -28,7 +28,7 @@ class StnEmbedding(nn.Embedding, StnLayer):
         feed = self.active_feed(tokens.shape[self.batch_dim]) if tokens.dim() > 0 else None
         if feed is None:
             return F.embedding(tokens, self.weight, self.padding_idx)
-        h = rows_for(feed.h, (*tokens.shape, self.embedding_dim), self.batch_dim)
+        h = rows_for(feed.h, (*tokens.shape, self.embedding_dim), self.batch_dim).to(self.weight.dtype)
         flat = tokens.reshape(-1)
         if feed.dual:
             out = join_dual(*ops.stn_embedding_dual(flat, h, self.weight, self.response_weight, self.hyper_proj))

@@ -31,7 +31,7 @@ def _layer_penalty(layer: nn.Module, h: Optional[torch.Tensor]) -> torch.Tensor:
     if h is None:
         return g.pow(2).sum()
     r = layer.response_weight.flatten(1)
-    s = h @ layer.hyper_proj[: g.shape[0]].t()          # (B, out): the rows' scales per example
+    s = h.to(g.dtype) @ layer.hyper_proj[: g.shape[0]].t()      # (B, out): the rows' scales per example
     # mean_i ‖g + s_i r‖² per row = ‖g‖² + 2·mean(s)·⟨g, r⟩ + mean(s²)·‖r‖²
     return (g.pow(2).sum(1) + 2 * s.mean(0) * (g * r).sum(1) + s.pow(2).mean(0) * r.pow(2).sum(1)).sum()
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import StnLayer, init_response_like, join_dual, rows_for, split_dual
+from .base import StnLayer, init_response_like, join_dual, op_dtype_args, rows_for, split_dual
 
 
 class StnLinear(nn.Linear, StnLayer):
@@ -40,15 +40,15 @@ class StnLinear(nn.Linear, StnLayer):
         feed = self.active_feed(x.shape[self.batch_dim]) if x.dim() > 1 else None
         if feed is None:
             return F.linear(x, self.weight, self.bias)
-        h = rows_for(feed.h, x.shape, self.batch_dim)
-        args = (self.weight, self.bias, self.response_weight, self.response_bias, self.hyper_proj)
+        primal, tangent = split_dual(x) if feed.dual else (x, None)
+        primal, tangent, h, *args = op_dtype_args(primal, tangent, rows_for(feed.h, x.shape, self.batch_dim), self.weight,
+                                                  self.bias, self.response_weight, self.response_bias, self.hyper_proj)
+        primal = primal.reshape(-1, self.in_features)
         if feed.dual:
-            primal, tangent = split_dual(x)
-            y, yt = ops.stn_linear_dual(primal.reshape(-1, self.in_features),
-                                        None if tangent is None else tangent.reshape(-1, self.in_features), h, *args)
-            out = join_dual(y, yt)
+            tangent = None if tangent is None else tangent.reshape(-1, self.in_features)
+            out = join_dual(*ops.stn_linear_dual(primal, tangent, h, *args))
         else:
-            out = ops.stn_linear(x.reshape(-1, self.in_features), h, *args)
+            out = ops.stn_linear(primal, h, *args)
         return out.reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

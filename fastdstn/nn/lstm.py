@@ -7,6 +7,7 @@ bookkeeping.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional, Tuple
 
 import torch
@@ -98,6 +99,8 @@ class StnLSTM(nn.Module):
         response = self.ih[0].active_feed(batch) if x.dim() == 3 else None
         dual = response is not None and response.dual
         x, x_t = split_dual(x) if dual else (x, None)
+        if response is not None and response.h.dtype != x.dtype:
+            response = dataclasses.replace(response, h=response.h.to(x.dtype))
         if self.batch_first:
             x, x_t = x.transpose(0, 1), (None if x_t is None else x_t.transpose(0, 1))
         if hx is None:
