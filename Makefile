@@ -23,7 +23,7 @@ $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
 install: $(VENV)/.installed
 
 test: install
-	$(PY) -m pytest -q -ra tests
+	$(PY) -m pytest -q -ra tests benchmarks --benchmark-disable
 
 data:
 	@if [ ! -f $(FMNIST) ]; then \
