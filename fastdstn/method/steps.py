@@ -30,6 +30,7 @@ class Mode(str, enum.Enum):
     STN = "stn"
     CENTERED = "centered"
     DELTA = "delta"
+    FIXED = "fixed"     # plain training at the current λ: the baseline of random search, BO and replay
 
     @classmethod
     def _missing_(cls, value):
@@ -68,6 +69,8 @@ def make_optimizers(model: nn.Module, space: HyperSpace, mode: Mode | str, lr: f
     hyper = hyper_classes[hyper_optimizer](space.parameters(), lr=hyper_lr)
     if mode is Mode.STN:
         return Optimizers(torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum), None, hyper)
+    if mode is Mode.FIXED:
+        return Optimizers(torch.optim.SGD(general_parameters(model), lr=lr, momentum=momentum), None, hyper)
     return Optimizers(torch.optim.SGD(general_parameters(model), lr=lr, momentum=momentum),
                       torch.optim.SGD(response_parameters(model), lr=response_lr or lr, momentum=momentum), hyper)
 
@@ -96,7 +99,8 @@ def linearized(outputs):
 
 
 class SelfTuning:
-    """A model made of STN layers, its hyperparameter space and the method (SPEC §4–§7).
+    """A model made of STN layers, its hyperparameter space and the method (SPEC §4–§7); mode
+    "fixed" trains the general weights alone at the current λ (no perturbation, no hyper step).
 
     loss_fn(outputs, targets) -> scalar; augment(inputs, values) -> inputs applies data
     augmentation at per-example hyperparameter values; weight_decay names the (per-batch)
@@ -143,6 +147,8 @@ class SelfTuning:
     def train_step(self, inputs: Tensor, targets: Tensor, optimizers: Optimizers) -> Dict[str, Tensor]:
         """One training step on one mini-batch (both sub-steps in centered/Δ-STN, on the same batch)."""
         self.model.train()
+        if self.mode is Mode.FIXED:
+            return {"train_loss": self.general_step(inputs, targets, optimizers.general)}
         with torch.no_grad():
             draw = self.space.sample(inputs.shape[self.batch_dim])
         if self.mode is Mode.STN:
@@ -190,6 +196,8 @@ class SelfTuning:
 
     def hyper_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Tensor]:
         """One step on λ and ρ: L_V − τℍ on a validation batch, eval mode, weights frozen."""
+        if self.mode is Mode.FIXED:
+            raise RuntimeError("hyper_step: mode 'fixed' keeps its hyperparameters fixed and has no hyper step")
         was_training = self.model.training
         self.model.eval()
         draw = self.space.sample(inputs.shape[self.batch_dim])

@@ -101,3 +101,17 @@ def test_bad_method_arguments():
         SelfTuning(MLP(3), space, loss_fn=F.mse_loss, weight_decay="l2")
     with pytest.raises(ValueError, match="'delta'"):
         SelfTuning(MLP(3), space, "deltaa", loss_fn=F.mse_loss)
+
+
+def test_fixed_mode_trains_general_weights_only(setup):
+    space, model, x, y = setup
+    method = SelfTuning(model, space, "fixed", loss_fn=F.cross_entropy, weight_decay="wd")
+    opts = make_optimizers(model, space, "fixed", lr=0.1)
+    assert opts.response is None
+    general, response = general_parameters(model), response_parameters(model)
+    g0, r0, h0 = snapshot(general), snapshot(response), snapshot(space.parameters())
+    assert set(method.train_step(x, y, opts)) == {"train_loss"}
+    assert all(changed(g0, general)) and not any(changed(r0, response))
+    assert not any(changed(h0, list(space.parameters())))
+    with pytest.raises(RuntimeError, match="no hyper step"):
+        method.hyper_step(x, y, opts.hyper)
