@@ -21,6 +21,24 @@ class StnLayer(nn.Module):
 
     num_hypers: int
 
+    def add_response_parameters(self, num_hypers: int, with_bias: bool) -> None:
+        """W_r shaped like `weight`, b_r (when the layer has a bias) and V with [s | t] rows (s rows
+        only without a bias), for a layer whose torch module already made weight and bias."""
+        if num_hypers < 1:
+            raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
+        self.num_hypers = num_hypers
+        out = self.weight.shape[0]
+        self.response_weight = nn.Parameter(torch.empty_like(self.weight))
+        self.response_bias = nn.Parameter(self.weight.new_empty(out)) if with_bias else None
+        self.hyper_proj = nn.Parameter(self.weight.new_zeros((2 * out if with_bias else out), num_hypers))
+        self.reset_response_parameters()
+
+    def reset_response_parameters(self) -> None:
+        init_response_like(self.weight, self.response_weight)
+        if getattr(self, "response_bias", None) is not None:
+            nn.init.zeros_(self.response_bias)
+        nn.init.zeros_(self.hyper_proj)
+
     def response_parameters(self) -> Iterator[nn.Parameter]:
         for name, p in self.named_parameters(recurse=False):
             if name.startswith(RESPONSE_PREFIXES):

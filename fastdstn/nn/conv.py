@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import StnLayer, init_response_like, join_dual, op_dtype_args, split_dual
+from .base import StnLayer, join_dual, op_dtype_args, split_dual
 
 
 class StnConv2d(nn.Conv2d, StnLayer):
@@ -20,21 +20,7 @@ class StnConv2d(nn.Conv2d, StnLayer):
                  device=None, dtype=None) -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride=stride, padding=padding, dilation=dilation,
                          groups=groups, bias=bias, padding_mode=padding_mode, device=device, dtype=dtype)
-        if num_hypers < 1:
-            raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
-        self.num_hypers = num_hypers
-        factory = {"device": device, "dtype": dtype}
-        self.response_weight = nn.Parameter(torch.empty_like(self.weight, **factory))
-        self.response_bias = nn.Parameter(torch.empty(out_channels, **factory)) if bias else None
-        rows = 2 * out_channels if bias else out_channels
-        self.hyper_proj = nn.Parameter(torch.zeros(rows, num_hypers, **factory))
-        self.reset_response_parameters()
-
-    def reset_response_parameters(self) -> None:
-        init_response_like(self.weight, self.response_weight)
-        if self.response_bias is not None:
-            nn.init.zeros_(self.response_bias)
-        nn.init.zeros_(self.hyper_proj)
+        self.add_response_parameters(num_hypers, with_bias=bias)
 
     def _explicit_padding(self, x: torch.Tensor):
         """(input padded for non-zero padding modes, integer padding pair) for the op."""

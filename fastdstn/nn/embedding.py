@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import StnLayer, init_response_like, join_dual, rows_for
+from .base import StnLayer, join_dual, rows_for
 
 
 class StnEmbedding(nn.Embedding, StnLayer):
@@ -16,13 +16,15 @@ class StnEmbedding(nn.Embedding, StnLayer):
     def __init__(self, num_embeddings: int, embedding_dim: int, num_hypers: int, batch_dim: int = 0,
                  padding_idx=None, device=None, dtype=None) -> None:
         super().__init__(num_embeddings, embedding_dim, padding_idx=padding_idx, device=device, dtype=dtype)
+        self.batch_dim = batch_dim
+        # V projects h onto one scale per embedding dimension (the weight's columns), no bias gate.
+        self.num_hypers = num_hypers
         if num_hypers < 1:
             raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
-        self.num_hypers = num_hypers
-        self.batch_dim = batch_dim
         self.response_weight = nn.Parameter(torch.empty_like(self.weight))
-        self.hyper_proj = nn.Parameter(torch.zeros(embedding_dim, num_hypers, device=device, dtype=dtype))
-        init_response_like(self.weight, self.response_weight)
+        self.response_bias = None
+        self.hyper_proj = nn.Parameter(self.weight.new_zeros(embedding_dim, num_hypers))
+        self.reset_response_parameters()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         feed = self.active_feed(tokens.shape[self.batch_dim]) if tokens.dim() > 0 else None

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import ops
-from .base import StnLayer, init_response_like, join_dual, op_dtype_args, rows_for, split_dual
+from .base import StnLayer, join_dual, op_dtype_args, rows_for, split_dual
 
 
 class StnLinear(nn.Linear, StnLayer):
@@ -19,22 +19,8 @@ class StnLinear(nn.Linear, StnLayer):
     def __init__(self, in_features: int, out_features: int, num_hypers: int, bias: bool = True,
                  batch_dim: int = 0, device=None, dtype=None) -> None:
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        if num_hypers < 1:
-            raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
-        self.num_hypers = num_hypers
         self.batch_dim = batch_dim
-        factory = {"device": device, "dtype": dtype}
-        self.response_weight = nn.Parameter(torch.empty(out_features, in_features, **factory))
-        self.response_bias = nn.Parameter(torch.empty(out_features, **factory)) if bias else None
-        rows = 2 * out_features if bias else out_features
-        self.hyper_proj = nn.Parameter(torch.zeros(rows, num_hypers, **factory))
-        self.reset_response_parameters()
-
-    def reset_response_parameters(self) -> None:
-        init_response_like(self.weight, self.response_weight)
-        if self.response_bias is not None:
-            nn.init.zeros_(self.response_bias)
-        nn.init.zeros_(self.hyper_proj)
+        self.add_response_parameters(num_hypers, with_bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = self.active_feed(x.shape[self.batch_dim]) if x.dim() > 1 else None
