@@ -1,0 +1,105 @@
+"""fastdstn.kernels.conv (implicit-GEMM forward, ATen backward) against fastdstn.ops.reference."""
+import pytest
+import torch
+
+import fastdstn.kernels as K
+from fastdstn.ops import reference as R
+
+from kernel_checks import OPCHECK_UTILS, assert_matches, grads, make, to64
+
+# (batch, c_in, c_out, size, kernel, stride, padding, dilation)
+GEOMETRIES = [
+    (2, 1, 16, 12, 5, 1, 2, 1),   # SimpleCNN conv1, smaller image
+    (2, 3, 5, 9, 3, 1, 1, 1),     # VGG-style 3x3
+    (2, 4, 6, 7, 5, 1, 2, 1),     # SimpleCNN conv2-style 5x5, K = 100: several K steps
+    (1, 3, 4, 9, 3, 2, 1, 1),     # stride 2
+    (1, 2, 3, 9, 3, 1, 0, 2),     # dilation 2, no padding
+]
+
+
+def conv_inputs(b, cin, cout, size, k, H, with_xt=True, with_br=True, needs=None):
+    shapes = dict(x=(b, cin, size, size), xt=(b, cin, size, size), eps=(b, H), Wg=(cout, cin, k, k), bg=(cout,),
+                  Wr=(cout, cin, k, k), br=(cout,), V=(2 * cout if with_br else cout, H))
+    present = dict(xt=with_xt, br=with_br)
+    return [make(shapes[n], requires_grad=needs is None or n in needs) if present.get(n, True) else None
+            for n in ("x", "xt", "eps", "Wg", "bg", "Wr", "br", "V")]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "b{}c{}o{}s{}k{}st{}p{}d{}".format(*g))
+@pytest.mark.parametrize("H,with_xt", [(1, True), (7, False), (30, True)])
+def test_conv_dual(geometry, H, with_xt):
+    b, cin, cout, size, k, stride, pad, dil = geometry
+    args = conv_inputs(b, cin, cout, size, k, H, with_xt=with_xt)
+    geo = ((stride, stride), (pad, pad), (dil, dil), 1)
+    got, ref32 = K.stn_conv2d_dual(*args, *geo), R.stn_conv2d_dual(*args, *geo)
+    a64 = to64(args)
+    ref64 = R.stn_conv2d_dual(*a64, *geo)
+    assert_matches("conv dual fwd", got, ref32, ref64)
+    cot = [torch.randn_like(ref32[0]), torch.randn_like(ref32[1])]
+    assert_matches("conv dual bwd", grads(got, cot, args), grads(ref32, cot, args), grads(ref64, cot, a64))
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES[:3], ids=lambda g: "b{}c{}o{}s{}k{}".format(*g))
+@pytest.mark.parametrize("with_br", [True, False])
+def test_conv_nonlinear(geometry, with_br):
+    b, cin, cout, size, k, stride, pad, dil = geometry
+    x, _, h, Wg, bg, Wr, br, V = conv_inputs(b, cin, cout, size, k, 7, with_br=with_br)
+    args = (x, h, Wg, bg, Wr, br, V)
+    geo = ((stride, stride), (pad, pad), (dil, dil), 1)
+    got, ref32, a64 = K.stn_conv2d(*args, *geo), R.stn_conv2d(*args, *geo), to64(args)
+    ref64 = R.stn_conv2d(*a64, *geo)
+    assert_matches("conv fwd", got, ref32, ref64)
+    c = torch.randn_like(ref32)
+    assert_matches("conv bwd", grads([got], [c], args), grads([ref32], [c], args), grads([ref64], [c], a64))
+
+
+def test_conv_response_substep():
+    args = conv_inputs(2, 4, 6, 7, 5, 7, needs={"xt", "Wr", "br", "V"})
+    geo = ((1, 1), (2, 2), (1, 1), 1)
+    got, ref32, a64 = K.stn_conv2d_dual(*args, *geo), R.stn_conv2d_dual(*args, *geo), to64(args)
+    ref64 = R.stn_conv2d_dual(*a64, *geo)
+    cot = [torch.randn_like(ref32[0]), torch.randn_like(ref32[1])]
+    g = grads(got, cot, args)
+    assert g[0] is None and g[2] is None and g[3] is None and g[4] is None
+    assert_matches("conv response bwd", g, grads(ref32, cot, args), grads(ref64, cot, a64))
+
+
+def test_grouped_conv_falls_back_to_reference():
+    args = conv_inputs(2, 4, 6, 7, 3, 2)
+    args[3] = make((6, 2, 3, 3))
+    args[5] = make((6, 2, 3, 3))
+    geo = ((1, 1), (1, 1), (1, 1), 2)
+    got, ref = K.stn_conv2d_dual(*args, *geo), R.stn_conv2d_dual(*args, *geo)
+    torch.testing.assert_close(got[0], ref[0])
+    torch.testing.assert_close(got[1], ref[1])
+
+
+@pytest.mark.parametrize("requires_grad", [True, False])
+def test_conv_opcheck(requires_grad):
+    args = conv_inputs(1, 2, 3, 5, 3, 2, needs=None if requires_grad else set())
+    x, xt, eps, Wg, bg, Wr, br, V = args
+    geo = ([1, 1], [1, 1], [1, 1])
+    torch.library.opcheck(torch.ops.fastdstn_triton.conv2d_dual.default,
+                          (x, xt, eps, Wg, bg, Wr, br, V, *geo, requires_grad), test_utils=OPCHECK_UTILS)
+    torch.library.opcheck(torch.ops.fastdstn_triton.conv2d.default,
+                          (x, eps, Wg, bg, Wr, br, V, *geo, requires_grad), test_utils=OPCHECK_UTILS)
+
+
+def test_conv_half_precision():
+    """fp16 storage (the interpreter's fp16 tl.dot is exact); tolerance 2x PyTorch's own fp16 error."""
+    args = [t.detach().half().requires_grad_() for t in conv_inputs(2, 4, 6, 7, 5, 7)]
+    geo = ((1, 1), (2, 2), (1, 1), 1)
+    got, ref, a64 = K.stn_conv2d_dual(*args, *geo), R.stn_conv2d_dual(*args, *geo), to64(args)
+    ref64 = R.stn_conv2d_dual(*a64, *geo)
+    assert_matches("conv half fwd", got, ref, ref64, floor_ulps=8, dtype=torch.float16)
+    cot = [torch.randn_like(ref[0]), torch.randn_like(ref[1])]
+    assert_matches("conv half bwd", grads(got, cot, args), grads(ref, cot, args), grads(ref64, cot, a64),
+                   floor_ulps=8, dtype=torch.float16)
+
+
+def test_conv_gradcheck_float64():
+    args = [t.double().detach().requires_grad_() for t in conv_inputs(1, 2, 3, 5, 3, 2)]
+    geo = ((1, 1), (1, 1), (1, 1), 1)
+    assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d_dual(*a, *geo), args, fast_mode=True)
+    x, _, h, Wg, bg, Wr, br, V = args
+    assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d(*a, *geo), (x, h, Wg, bg, Wr, br, V), fast_mode=True)

@@ -1,0 +1,47 @@
+"""The benchmark shapes (benchmarks/ROOFLINE.md) on a GPU, in fp32 and bf16. Skipped on CPU: at these
+sizes the interpreter would take minutes per op. The suite pins one launch config (conftest); run with
+FASTDSTN_TRITON_PIN=0 to put every autotune config through the same checks."""
+import pytest
+import torch
+
+import fastdstn.kernels as K
+from fastdstn.ops import reference as R
+
+from kernel_checks import DEVICE, assert_matches, grads, to64
+
+pytestmark = pytest.mark.skipif(DEVICE != "cuda", reason="benchmark shapes run on a GPU only")
+
+LINEAR = [(128, 1024, 1024), (512, 784, 1200), (32, 256, 256)]
+CONV = [(128, 1, 16, 28, 5, 2, False), (128, 16, 32, 14, 5, 2, True), (64, 64, 64, 32, 3, 1, True)]
+
+
+def _inputs(shapes, dtype):
+    return [None if s is None else torch.randn(s, device=DEVICE).to(dtype).requires_grad_() for s in shapes]
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B,I,O", LINEAR)
+def test_linear_dual_benchmark_shapes(B, I, O, dtype):
+    H = 6
+    args = _inputs([(B, I), (B, I), (B, H), (O, I), (O,), (O, I), (O,), (2 * O, H)], dtype)
+    got, ref, a64 = K.stn_linear_dual(*args), R.stn_linear_dual(*args), to64(args)
+    ref64 = R.stn_linear_dual(*a64)
+    assert_matches("dual fwd", got, ref, ref64, floor_ulps=8, dtype=dtype)
+    cot = [torch.randn_like(ref[0]), torch.randn_like(ref[1])]
+    assert_matches("dual bwd", grads(got, cot, args), grads(ref, cot, args), grads(ref64, cot, a64), floor_ulps=8,
+                   dtype=dtype)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("B,Ci,Co,S,k,p,with_xt", CONV)
+def test_conv_dual_benchmark_shapes(B, Ci, Co, S, k, p, with_xt, dtype):
+    H = 6
+    args = _inputs([(B, Ci, S, S), (B, Ci, S, S) if with_xt else None, (B, H), (Co, Ci, k, k), (Co,),
+                    (Co, Ci, k, k), (Co,), (2 * Co, H)], dtype)
+    geo = ((1, 1), (p, p), (1, 1), 1)
+    got, ref, a64 = K.stn_conv2d_dual(*args, *geo), R.stn_conv2d_dual(*args, *geo), to64(args)
+    ref64 = R.stn_conv2d_dual(*a64, *geo)
+    assert_matches("conv dual fwd", got, ref, ref64, floor_ulps=8, dtype=dtype)
+    cot = [torch.randn_like(ref[0]), torch.randn_like(ref[1])]
+    assert_matches("conv dual bwd", grads(got, cot, args), grads(ref, cot, args), grads(ref64, cot, a64),
+                   floor_ulps=8, dtype=dtype)
