@@ -42,7 +42,8 @@ run: install data
 cuda-build: $(VENV)/.torch
 	FASTDSTN_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" CUDA_HOME=/usr/local/cuda \
 	  $(PY) -m pip install -e ".[dev]" --no-build-isolation -v > build-cuda.log 2>&1 || (tail -50 build-cuda.log; exit 1)
-	$(PY) -c "import torch, fastdstn.ops.cpp as c; print('CUDA ops registered:', c.cuda_registered())"
+	@grep -c "ptxas info    : Used" build-cuda.log | xargs echo "ptxas register reports in build-cuda.log:"
+	$(PY) -c "import torch, fastdstn.ops.cpp as c; r = c.cuda_registered(); print('CUDA ops registered:', r); assert r, c.UNAVAILABLE_REASON or 'no CUDA kernels registered'"
 
 clean:
 	rm -rf build *.egg-info fastdstn/_C*.so

@@ -31,13 +31,13 @@ def extensions():
     from torch.utils import cpp_extension
 
     with_cuda = _flag("FASTDSTN_CUDA") or bool(os.environ.get("TORCH_CUDA_ARCH_LIST"))
-    cxx_flags = ["-O3", "-fopenmp", "-std=c++17"]
+    cxx_flags = ["-O3", "-fopenmp", "-std=c++20"]  # torch 2.14 headers require C++20
     info = {"compiled": True, "torch": torch.__version__, "cuda": None, "cuda_arch_list": None,
             "cxx_flags": cxx_flags, "nvcc_flags": None}
     if with_cuda:
         os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
         os.environ.setdefault("CUDA_HOME", "/usr/local/cuda")
-        nvcc_flags = ["-O3", "-std=c++17", "--use_fast_math", "-Xptxas=-v", "-lineinfo"]
+        nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-Xptxas=-v", "-lineinfo"]
         cu_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
         extension = cpp_extension.CUDAExtension(
             "fastdstn._C", cpp_sources + cu_sources,

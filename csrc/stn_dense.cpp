@@ -1,0 +1,484 @@
+// The STN dense ops (SPEC §3, §5): stn_linear, stn_linear_dual, stn_conv2d, stn_conv2d_dual and their
+// backwards. The bodies are device-generic: GEMMs and convolutions go through ATen (MKL/oneDNN on CPU,
+// cuBLAS/cuDNN on CUDA), the elementwise remainder through ONE fused epilogue of the tensors' device.
+//
+// GEMM plan (linear). Forward: z_g = x·W_gᵀ, z_r = x·W_rᵀ, w = ẋ·W_gᵀ and the small [s|t] = ε·Vᵀ, then
+// the epilogue writes y and ẏ in place over z_g and w. Stacking [W_g; W_r] along N would need a copy
+// of both weight matrices on every call (they are separate parameters), which costs more than it
+// saves on 2 cores (8 MB per call at 1024x1024); sharing x between two GEMM calls costs nothing. The
+// backward accumulates into one output with beta = 1 (addmm_) instead of concatenating cotangents
+// along K, which would copy activations: e.g. ∂x = ∂y·W_g + (s⊙∂ẏ)·W_r is mm + addmm_.
+// Conv: weights are small, so [W_g; W_r] is stacked along the output channels (per group) and one
+// convolution computes z = [z_g | z_r]; the backward stacks the cotangents [∂z_g | ∂z_r] in the
+// epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.
+//
+// ∂V = ∂[s|t]ᵀ·h is computed as (hᵀ·∂[s|t])ᵀ: MKL's path for a (2·out × B)·(B × H) product with H ≈ 3
+// was 10x slower (760 µs against 74 µs at out = 1024, B = 128, 1 thread).
+//
+// Every backward computes only the gradients in `mask` (autograd's needs_input_grad); a gradient
+// that is not asked for comes back as an empty tensor.
+#include "stn_ops.h"
+
+#include <c10/util/Exception.h>
+
+namespace fastdstn {
+namespace {
+
+// ---------------------------------------------------------------- argument checks
+void check_floating(const char* op, const char* name, const Tensor& t) {
+  const auto dt = t.scalar_type();
+  const bool ok = dt == at::kFloat || dt == at::kDouble ||
+                  (t.is_cuda() && (dt == at::kHalf || dt == at::kBFloat16));
+  TORCH_CHECK(ok, op, ": ", name, ": expected float32 or float64", " (or float16/bfloat16 on CUDA), received ", dt);
+}
+
+void check_same_kind(const char* op, const char* name, const Tensor& t, const Tensor& ref) {
+  TORCH_CHECK(t.scalar_type() == ref.scalar_type(), op, ": ", name, ": expected dtype ", ref.scalar_type(),
+              " (the dtype of x), received ", t.scalar_type());
+  TORCH_CHECK(t.device() == ref.device(), op, ": ", name, ": expected device ", ref.device(),
+              " (the device of x), received ", t.device());
+}
+
+void check_dense(const char* op, const Tensor& x, const OptTensor& xt, const char* h_name, const Tensor& h,
+                 const Tensor& Wg, const OptTensor& bg, const Tensor& Wr, const OptTensor& br, const Tensor& V,
+                 bool spatial, int64_t groups) {
+  const int64_t nd = spatial ? 4 : 2;
+  TORCH_CHECK(x.dim() == nd, op, ": x: expected a ", nd, "-d tensor, received shape ", x.sizes());
+  TORCH_CHECK(Wg.dim() == nd, op, ": Wg: expected a ", nd, "-d tensor, received shape ", Wg.sizes());
+  TORCH_CHECK(Wr.sizes() == Wg.sizes(), op, ": Wr: expected shape ", Wg.sizes(), " (the shape of Wg), received ",
+              Wr.sizes());
+  check_floating(op, "x", x);
+  const int64_t C = Wg.size(0);
+  if (spatial) {
+    TORCH_CHECK(groups >= 1 && C % groups == 0, op, ": groups: expected a divisor of the ", C,
+                " output channels, received ", groups);
+    TORCH_CHECK(x.size(1) == Wg.size(1) * groups, op, ": x: expected ", Wg.size(1) * groups,
+                " input channels (Wg is ", Wg.sizes(), ", groups=", groups, "), received shape ", x.sizes());
+  } else {
+    TORCH_CHECK(x.size(1) == Wg.size(1), op, ": x: expected ", Wg.size(1), " input features (Wg is ", Wg.sizes(),
+                "), received shape ", x.sizes());
+  }
+  if (xt) {
+    TORCH_CHECK(xt->sizes() == x.sizes(), op, ": xt: expected shape ", x.sizes(), " (the shape of x), received ",
+                xt->sizes());
+    check_same_kind(op, "xt", *xt, x);
+  }
+  if (bg) {
+    TORCH_CHECK(bg->dim() == 1 && bg->size(0) == C, op, ": bg: expected shape [", C,
+                "] (one entry per output unit), received ", bg->sizes());
+    check_same_kind(op, "bg", *bg, x);
+  }
+  if (br) {
+    TORCH_CHECK(br->dim() == 1 && br->size(0) == C, op, ": br: expected shape [", C,
+                "] (one entry per output unit), received ", br->sizes());
+    check_same_kind(op, "br", *br, x);
+  }
+  const int64_t rows = br ? 2 * C : C;
+  TORCH_CHECK(V.dim() == 2 && V.size(0) == rows, op, ": V: expected ", rows, " rows (",
+              br ? "[s | t]: 2*out, since br is given" : "s: out, since br is None", "), received shape ", V.sizes());
+  TORCH_CHECK(h.dim() == 2 && h.size(1) == V.size(1), op, ": ", h_name, ": expected shape [", x.size(0), ", ",
+              V.size(1), "] (one row per example, V's hyperparameter columns), received ", h.sizes());
+  TORCH_CHECK(h.size(0) == x.size(0), op, ": ", h_name, ": expected ", x.size(0),
+              " rows (one per example of x), received shape ", h.sizes());
+  check_same_kind(op, h_name, h, x);
+  check_same_kind(op, "Wg", Wg, x);
+  check_same_kind(op, "Wr", Wr, x);
+  check_same_kind(op, "V", V, x);
+}
+
+// ---------------------------------------------------------------- device dispatch of the epilogues
+void run(const DenseForward& e, const Tensor& like) {
+  if (e.B * e.C * e.P == 0) return;
+  if (like.is_cuda()) {
+#ifdef FASTDSTN_WITH_CUDA
+    dense_forward_cuda(e);
+#else
+    TORCH_CHECK(false, "fastdstn: this build has no CUDA kernels: rebuild with FASTDSTN_CUDA=1");
+#endif
+  } else {
+    dense_forward_cpu(e);
+  }
+}
+
+void run(const DenseBackward& e, const Tensor& like) {
+  if (e.B * e.C * e.P == 0) return;
+  if (like.is_cuda()) {
+#ifdef FASTDSTN_WITH_CUDA
+    dense_backward_cuda(e);
+#else
+    TORCH_CHECK(false, "fastdstn: this build has no CUDA kernels: rebuild with FASTDSTN_CUDA=1");
+#endif
+  } else {
+    dense_backward_cpu(e);
+  }
+}
+
+const void* ptr_or_null(const Tensor& t) { return t.defined() ? t.data_ptr() : nullptr; }
+Tensor contiguous_or_undefined(const OptTensor& t) {
+  return (t && t->defined()) ? t->contiguous() : Tensor();
+}
+bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
+
+// Shared setup of both epilogues' [s | t] and biases.
+void set_projection(DenseForward& e, const Tensor& st, const Tensor& bg, const Tensor& br) {
+  e.st = st.data_ptr();
+  e.has_t = br.defined();
+  e.bg = ptr_or_null(bg);
+  e.br = ptr_or_null(br);
+}
+
+// Fills the gradients asked for but left undefined (their cotangents were absent) with zeros, and
+// the ones not asked for with empty tensors.
+template <size_t N>
+void finish_grads(std::array<Tensor*, N> grads, std::array<const Tensor*, N> inputs, std::array<bool, N> mask,
+                  const Tensor& like) {
+  for (size_t i = 0; i < N; ++i) {
+    Tensor& g = *grads[i];
+    if (!mask[i] || inputs[i] == nullptr || !inputs[i]->defined()) {
+      g = at::empty({0}, like.options());
+    } else if (!g.defined()) {
+      g = at::zeros_like(*inputs[i], at::MemoryFormat::Contiguous);
+    }
+  }
+}
+
+// ---------------------------------------------------------------- conv helpers
+Tensor conv(const Tensor& x, const Tensor& W, at::IntArrayRef stride, at::IntArrayRef padding,
+            at::IntArrayRef dilation, int64_t groups) {
+  return at::convolution(x, W, std::nullopt, stride, padding, dilation, false, {0, 0}, groups);
+}
+
+// [W_g; W_r] along the output channels, interleaved per group so that the stacked convolution keeps
+// each group's input channels: group k's outputs are [W_g rows of k | W_r rows of k].
+Tensor stack_weights(const Tensor& Wg, const Tensor& Wr, int64_t groups) {
+  if (groups == 1) return at::cat({Wg, Wr}, 0);
+  auto shape = Wg.sizes().vec();
+  std::vector<int64_t> grouped = {groups, shape[0] / groups};
+  grouped.insert(grouped.end(), shape.begin() + 1, shape.end());
+  auto stacked = at::cat({Wg.reshape(grouped), Wr.reshape(grouped)}, 1);
+  shape[0] *= 2;
+  return stacked.reshape(shape);
+}
+
+// The (∂W_g, ∂W_r) halves of a gradient of the stacked weights.
+std::pair<Tensor, Tensor> unstack_weights(const Tensor& dW, int64_t groups) {
+  auto shape = dW.sizes().vec();
+  const int64_t C = shape[0] / 2, opg = C / groups;
+  std::vector<int64_t> grouped = {groups, 2 * opg};
+  grouped.insert(grouped.end(), shape.begin() + 1, shape.end());
+  auto g = dW.reshape(grouped);
+  shape[0] = C;
+  return {g.narrow(1, 0, opg).reshape(shape), g.narrow(1, opg, opg).reshape(shape)};
+}
+
+// Half `half` (0: general, 1: response) of a stacked (B, 2C, P) buffer, as an Operand.
+Operand stacked_operand(const Tensor& z, int64_t C, int64_t P, int64_t groups, int half) {
+  const int64_t opg = C / groups;
+  return Operand{z.data_ptr(), 2 * C * P, opg, 2 * opg, half ? opg : 0};
+}
+
+std::tuple<Tensor, Tensor, Tensor> conv_backward(const Tensor& grad, const Tensor& input, const Tensor& weight,
+                                                 at::IntArrayRef stride, at::IntArrayRef padding,
+                                                 at::IntArrayRef dilation, int64_t groups, bool need_input,
+                                                 bool need_weight) {
+  if (!need_input && !need_weight) return {};
+  return at::convolution_backward(grad, input, weight, std::nullopt, stride, padding, dilation, false, {0, 0},
+                                  groups, {need_input, need_weight, false});
+}
+
+}  // namespace
+
+// ================================================================ linear
+T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTensor& bg, const Tensor& Wr,
+              const OptTensor& br, const Tensor& V) {
+  check_dense("fastdstn::stn_linear", x, std::nullopt, "h", h, Wg, bg, Wr, br, V, false, 1);
+  const Tensor st = at::mm(h, V.t()).contiguous();
+  Tensor y = at::mm(x, Wg.t()).contiguous();
+  const Tensor u = at::mm(x, Wr.t()).contiguous();
+  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
+  DenseForward e{x.scalar_type()};
+  e.B = x.size(0);
+  e.C = Wg.size(0);
+  e.zg = plain_operand(y, e.C, 1);
+  e.zr = plain_operand(u, e.C, 1);
+  set_projection(e, st, bgc, brc);
+  e.y = y.data_ptr();
+  run(e, x);
+  return {y, st, u};
+}
+
+T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
+                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
+                       std::array<bool, 7> mask) {
+  // mask: x, h, Wg, bg, Wr, br, V
+  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
+  const bool need_a = mask[0] || mask[4], need_dst = mask[1] || mask[6], need_tg = mask[5] && brc.defined();
+  Tensor a = need_a ? at::empty_like(g) : Tensor();
+  Tensor dst = need_dst ? at::empty_like(st) : Tensor();
+  Tensor tg = need_tg ? at::empty_like(g) : Tensor();
+  DenseBackward e{x.scalar_type()};
+  e.B = g.size(0);
+  e.C = g.size(1);
+  e.g = g.data_ptr();
+  e.zr = plain_operand(u, e.C, 1);
+  e.st = st.data_ptr();
+  e.has_t = brc.defined();
+  e.br = ptr_or_null(brc);
+  if (need_a) e.a = plain_operand(a, e.C, 1);
+  e.dst = need_dst ? dst.data_ptr() : nullptr;
+  e.tg = need_tg ? tg.data_ptr() : nullptr;
+  if (need_a || need_dst || need_tg) run(e, x);
+
+  Tensor dx, dh, dWg, dbg, dWr, dbr, dV;
+  if (mask[0]) dx = at::mm(g, Wg).addmm_(a, Wr);
+  if (mask[1]) dh = at::mm(dst, V);
+  if (mask[2]) dWg = at::mm(g.t(), x);
+  if (mask[3] && has_bg) dbg = g.sum(0);
+  if (mask[4]) dWr = at::mm(a.t(), x);
+  if (need_tg) dbr = tg.sum(0);
+  if (mask[6]) dV = at::mm(h.t(), dst).t().contiguous();
+  const Tensor bg_like = has_bg ? g.new_empty({g.size(1)}) : Tensor();
+  finish_grads<7>({&dx, &dh, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &h, &Wg, &bg_like, &Wr, &brc, &V}, mask, x);
+  return {dx, dh, dWg, dbg, dWr, dbr, dV};
+}
+
+T4 stn_linear_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, const Tensor& Wg, const OptTensor& bg,
+                   const Tensor& Wr, const OptTensor& br, const Tensor& V) {
+  check_dense("fastdstn::stn_linear_dual", x, xt, "eps", eps, Wg, bg, Wr, br, V, false, 1);
+  const Tensor st = at::mm(eps, V.t()).contiguous();
+  Tensor y = at::mm(x, Wg.t()).contiguous();
+  const Tensor u = at::mm(x, Wr.t()).contiguous();
+  Tensor yt = present(xt) ? at::mm(*xt, Wg.t()).contiguous() : at::empty_like(y);
+  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
+  DenseForward e{x.scalar_type()};
+  e.B = x.size(0);
+  e.C = Wg.size(0);
+  e.zg = plain_operand(y, e.C, 1);
+  e.zr = plain_operand(u, e.C, 1);
+  e.w = present(xt) ? yt.data_ptr() : nullptr;
+  set_projection(e, st, bgc, brc);
+  e.y = y.data_ptr();
+  e.yt = yt.data_ptr();
+  run(e, x);
+  return {y, yt, st, u};
+}
+
+T8 stn_linear_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
+                            const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
+                            const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
+                            std::array<bool, 8> mask) {
+  // mask: x, xt, eps, Wg, bg, Wr, br, V. The Δ-STN response sub-step asks for xt, Wr, br, V only:
+  // two weight GEMMs (∂ẋ = ∂ẏ·W_g, ∂W_r = (s⊙∂ẏ)ᵀ·x) plus the small ones.
+  const Tensor brc = contiguous_or_undefined(br);
+  const Tensor xtc = present(xt) ? *xt : Tensor();
+  Tensor dx, dxt, deps, dWg, dbg, dWr, dbr, dV;
+  if (present(gyt)) {
+    const Tensor g = gyt->contiguous();
+    const bool need_a = mask[0] || mask[5], need_dst = mask[2] || mask[7], need_tg = mask[6] && brc.defined();
+    Tensor a = need_a ? at::empty_like(g) : Tensor();
+    Tensor dst = need_dst ? at::empty_like(st) : Tensor();
+    Tensor tg = need_tg ? at::empty_like(g) : Tensor();
+    DenseBackward e{x.scalar_type()};
+    e.B = g.size(0);
+    e.C = g.size(1);
+    e.g = g.data_ptr();
+    e.zr = plain_operand(u, e.C, 1);
+    e.st = st.data_ptr();
+    e.has_t = brc.defined();
+    e.br = ptr_or_null(brc);
+    if (need_a) e.a = plain_operand(a, e.C, 1);
+    e.dst = need_dst ? dst.data_ptr() : nullptr;
+    e.tg = need_tg ? tg.data_ptr() : nullptr;
+    if (need_a || need_dst || need_tg) run(e, x);
+    if (mask[0]) dx = at::mm(a, Wr);
+    if (mask[1]) dxt = at::mm(g, Wg);
+    if (mask[2]) deps = at::mm(dst, V);
+    if (mask[3] && xtc.defined()) dWg = at::mm(g.t(), xtc);
+    if (mask[5]) dWr = at::mm(a.t(), x);
+    if (need_tg) dbr = tg.sum(0);
+    if (mask[7]) dV = at::mm(eps.t(), dst).t().contiguous();
+  }
+  if (present(gy)) {
+    const Tensor& gp = *gy;
+    if (mask[0]) dx = dx.defined() ? dx.addmm_(gp, Wg) : at::mm(gp, Wg);
+    if (mask[3]) dWg = dWg.defined() ? dWg.addmm_(gp.t(), x) : at::mm(gp.t(), x);
+    if (mask[4] && has_bg) dbg = gp.sum(0);
+  }
+  const Tensor bg_like = has_bg ? x.new_empty({Wg.size(0)}) : Tensor();
+  finish_grads<8>({&dx, &dxt, &deps, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &xtc, &eps, &Wg, &bg_like, &Wr, &brc, &V},
+                  mask, x);
+  return {dx, dxt, deps, dWg, dbg, dWr, dbr, dV};
+}
+
+// ================================================================ conv2d
+T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTensor& bg, const Tensor& Wr,
+              const OptTensor& br, const Tensor& V, at::IntArrayRef stride, at::IntArrayRef padding,
+              at::IntArrayRef dilation, int64_t groups) {
+  check_dense("fastdstn::stn_conv2d", x, std::nullopt, "h", h, Wg, bg, Wr, br, V, true, groups);
+  const Tensor st = at::mm(h, V.t()).contiguous();
+  const Tensor z = conv(x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups).contiguous();
+  const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
+  Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
+  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
+  DenseForward e{x.scalar_type()};
+  e.B = B;
+  e.C = C;
+  e.P = P;
+  e.zg = stacked_operand(z, C, P, groups, 0);
+  e.zr = stacked_operand(z, C, P, groups, 1);
+  set_projection(e, st, bgc, brc);
+  e.y = y.data_ptr();
+  run(e, x);
+  return {y, st, z};
+}
+
+T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
+                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& z,
+                       at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
+                       bool has_bg, std::array<bool, 7> mask) {
+  // mask: x, h, Wg, bg, Wr, br, V
+  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
+  const int64_t B = g.size(0), C = g.size(1), P = g.size(2) * g.size(3);
+  const bool stacked = mask[0] || mask[2];  // ∂x or ∂W_g: one convolution_backward over [∂z_g | ∂z_r]
+  const bool need_a = stacked || mask[4], need_dst = mask[1] || mask[6], need_tg = mask[5] && brc.defined();
+  Tensor gz, a;
+  DenseBackward e{x.scalar_type()};
+  e.B = B;
+  e.C = C;
+  e.P = P;
+  if (stacked) {
+    gz = at::empty({B, 2 * C, g.size(2), g.size(3)}, g.options());
+    e.a = stacked_operand(gz, C, P, groups, 1);
+    e.gcopy = stacked_operand(gz, C, P, groups, 0);
+    e.gsrc = g.data_ptr();
+  } else if (need_a) {
+    a = at::empty_like(g);
+    e.a = plain_operand(a, C, P);
+  }
+  Tensor dst = need_dst ? at::empty_like(st) : Tensor();
+  Tensor tg = need_tg ? at::empty({B, C}, g.options()) : Tensor();
+  e.g = g.data_ptr();
+  e.zr = stacked_operand(z, C, P, groups, 1);
+  e.st = st.data_ptr();
+  e.has_t = brc.defined();
+  e.br = ptr_or_null(brc);
+  e.dst = need_dst ? dst.data_ptr() : nullptr;
+  e.tg = need_tg ? tg.data_ptr() : nullptr;
+  if (need_a || need_dst || need_tg) run(e, x);
+
+  Tensor dx, dh, dWg, dbg, dWr, dbr, dV;
+  if (stacked) {
+    const auto r = conv_backward(gz, x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups, mask[0],
+                                 mask[2] || mask[4]);
+    dx = std::get<0>(r);
+    if (std::get<1>(r).defined()) std::tie(dWg, dWr) = unstack_weights(std::get<1>(r), groups);
+  } else if (mask[4]) {
+    dWr = std::get<1>(conv_backward(a, x, Wr, stride, padding, dilation, groups, false, true));
+  }
+  if (mask[3] && has_bg) dbg = g.sum({0, 2, 3});
+  if (need_tg) dbr = tg.sum(0);
+  if (mask[1]) dh = at::mm(dst, V);
+  if (mask[6]) dV = at::mm(h.t(), dst).t().contiguous();
+  const Tensor bg_like = has_bg ? x.new_empty({C}) : Tensor();
+  finish_grads<7>({&dx, &dh, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &h, &Wg, &bg_like, &Wr, &brc, &V}, mask, x);
+  return {dx, dh, dWg, dbg, dWr, dbr, dV};
+}
+
+T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, const Tensor& Wg, const OptTensor& bg,
+                   const Tensor& Wr, const OptTensor& br, const Tensor& V, at::IntArrayRef stride,
+                   at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  check_dense("fastdstn::stn_conv2d_dual", x, xt, "eps", eps, Wg, bg, Wr, br, V, true, groups);
+  const Tensor st = at::mm(eps, V.t()).contiguous();
+  const Tensor z = conv(x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups).contiguous();
+  const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
+  Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
+  Tensor yt = present(xt) ? conv(*xt, Wg, stride, padding, dilation, groups).contiguous() : at::empty_like(y);
+  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
+  DenseForward e{x.scalar_type()};
+  e.B = B;
+  e.C = C;
+  e.P = P;
+  e.zg = stacked_operand(z, C, P, groups, 0);
+  e.zr = stacked_operand(z, C, P, groups, 1);
+  e.w = present(xt) ? yt.data_ptr() : nullptr;
+  set_projection(e, st, bgc, brc);
+  e.y = y.data_ptr();
+  e.yt = yt.data_ptr();
+  run(e, x);
+  return {y, yt, st, z};
+}
+
+T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
+                            const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
+                            const Tensor& V, const Tensor& st, const Tensor& z, at::IntArrayRef stride,
+                            at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool has_bg,
+                            std::array<bool, 8> mask) {
+  // mask: x, xt, eps, Wg, bg, Wr, br, V
+  const Tensor brc = contiguous_or_undefined(br);
+  const Tensor xtc = present(xt) ? *xt : Tensor();
+  const bool has_g = present(gyt), has_gy = present(gy);
+  const int64_t B = z.size(0), C = Wg.size(0), Ho = z.size(2), Wo = z.size(3), P = Ho * Wo;
+  const Tensor gyc = has_gy ? gy->contiguous() : Tensor();
+  // Operand x meets two cotangents: ∂z_g = ∂y (for ∂x, ∂W_g) and ∂z_r = s⊙∂ẏ (for ∂x, ∂W_r).
+  const bool zg_needed = has_gy && (mask[0] || mask[3]);
+  const bool zr_needed = has_g && (mask[0] || mask[5]);
+  const bool stacked = zg_needed && zr_needed;
+  Tensor dx, dxt, deps, dWg, dbg, dWr, dbr, dV, dWg_t;
+  Tensor gz, a, dst, tg;
+  if (has_g) {
+    const Tensor g = gyt->contiguous();
+    const bool need_dst = mask[2] || mask[7], need_tg = mask[6] && brc.defined();
+    DenseBackward e{x.scalar_type()};
+    e.B = B;
+    e.C = C;
+    e.P = P;
+    if (stacked) {
+      gz = at::empty({B, 2 * C, Ho, Wo}, g.options());
+      e.a = stacked_operand(gz, C, P, groups, 1);
+      e.gcopy = stacked_operand(gz, C, P, groups, 0);
+      e.gsrc = gyc.data_ptr();
+    } else if (zr_needed) {
+      a = at::empty_like(g);
+      e.a = plain_operand(a, C, P);
+    }
+    if (need_dst) dst = at::empty_like(st);
+    if (need_tg) tg = at::empty({B, C}, g.options());
+    e.g = g.data_ptr();
+    e.zr = stacked_operand(z, C, P, groups, 1);
+    e.st = st.data_ptr();
+    e.has_t = brc.defined();
+    e.br = ptr_or_null(brc);
+    e.dst = need_dst ? dst.data_ptr() : nullptr;
+    e.tg = need_tg ? tg.data_ptr() : nullptr;
+    if (zr_needed || need_dst || need_tg) run(e, x);
+    // ẋ's side: ∂ẋ = conv_input_grad(∂ẏ, W_g), ∂W_g += conv_weight_grad(∂ẏ, ẋ).
+    const bool wg_from_xt = mask[3] && xtc.defined();
+    if (mask[1] || wg_from_xt) {
+      const auto r = conv_backward(g, xtc.defined() ? xtc : x, Wg, stride, padding, dilation, groups, mask[1],
+                                   wg_from_xt);
+      dxt = std::get<0>(r);
+      dWg_t = std::get<1>(r);
+    }
+    if (need_tg) dbr = tg.sum(0);
+    if (mask[2]) deps = at::mm(dst, V);
+    if (mask[7]) dV = at::mm(eps.t(), dst).t().contiguous();
+  }
+  if (stacked) {
+    const auto r = conv_backward(gz, x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups, mask[0],
+                                 mask[3] || mask[5]);
+    dx = std::get<0>(r);
+    if (std::get<1>(r).defined()) std::tie(dWg, dWr) = unstack_weights(std::get<1>(r), groups);
+  } else if (zg_needed) {
+    std::tie(dx, dWg, std::ignore) = conv_backward(gyc, x, Wg, stride, padding, dilation, groups, mask[0], mask[3]);
+  } else if (zr_needed) {
+    std::tie(dx, dWr, std::ignore) = conv_backward(a, x, Wr, stride, padding, dilation, groups, mask[0], mask[5]);
+  }
+  if (dWg_t.defined()) dWg = dWg.defined() ? dWg + dWg_t : dWg_t;
+  if (mask[4] && has_bg && has_gy) dbg = gyc.sum({0, 2, 3});
+  const Tensor bg_like = has_bg ? x.new_empty({C}) : Tensor();
+  finish_grads<8>({&dx, &dxt, &deps, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &xtc, &eps, &Wg, &bg_like, &Wr, &brc, &V},
+                  mask, x);
+  return {dx, dxt, deps, dWg, dbg, dWr, dbr, dV};
+}
+
+}  // namespace fastdstn

@@ -1,0 +1,340 @@
+"""The compiled backend (fastdstn.ops.cpp, csrc/): opcheck, gradcheck, float32 accuracy against the
+reference, the dropout mask's statistics and consistency, and the ops' own error messages.
+
+Tolerances follow flash-attention's rule: the compiled op's float32 error against the float64
+reference may be at most 2x the reference's own float32 error (plus a floor of a few float32 ulps
+of the result's scale, for outputs the float32 reference happens to compute exactly)."""
+import json
+import os
+
+import pytest
+import torch
+
+import fastdstn.ops as ops
+from fastdstn.ops import cpp
+from fastdstn.ops import reference as ref
+from fastdstn.ops.backends import resolve
+
+_INFO_PATH = os.path.join(os.path.dirname(cpp.__file__), os.pardir, "_build_info.json")
+
+
+def _built() -> bool:
+    try:
+        with open(_INFO_PATH) as f:
+            return bool(json.load(f).get("compiled"))
+    except (OSError, ValueError):
+        return False
+
+
+# Skip only a deliberately pure-Python install; a compiled build that does not load is a failure.
+pytestmark = pytest.mark.skipif(not cpp.AVAILABLE and not _built(), reason="built with FASTDSTN_NO_EXTENSIONS")
+
+OPCHECK_UTILS = ("test_schema", "test_autograd_registration", "test_faketensor", "test_aot_dispatch_dynamic")
+
+
+def test_backend_loads():
+    assert cpp.AVAILABLE, cpp.UNAVAILABLE_REASON
+    assert "cpu" in cpp.DEVICE_TYPES
+    assert isinstance(cpp.cuda_registered(), bool)
+
+
+# ----------------------------------------------------------------------------- input builders
+def _t(*shape, dtype, grad=False, contiguous=True):
+    """A random tensor; non-contiguous ones are transposed views of a (reversed-shape) buffer."""
+    if contiguous or len(shape) < 2:
+        t = torch.randn(*shape, dtype=dtype)
+    else:
+        t = torch.randn(*reversed(shape), dtype=dtype).permute(*reversed(range(len(shape))))
+        assert not t.is_contiguous()
+    return t.requires_grad_(grad)
+
+
+def dense_inputs(B, n_in, n_out, H, *, dtype=torch.float64, conv=None, has_bg=True, has_br=True, has_xt=True,
+                 grads="all", contiguous=True):
+    """(x, xt, eps, Wg, bg, Wr, br, V) for the dense ops; conv = (C_in, HW, k, groups) or None.
+
+    grads: "all" (every tensor), "response" (Δ-STN's response sub-step: xt, Wr, br, V) or "none"."""
+    need = {"all": set("x xt eps Wg bg Wr br V".split()), "response": {"xt", "Wr", "br", "V"}, "none": set()}[grads]
+    if conv is None:
+        xs, ws = (B, n_in), (n_out, n_in)
+    else:
+        c_in, hw, k, groups = conv
+        xs, ws = (B, c_in, hw, hw + 1), (n_out, c_in // groups, k, k)
+    x = _t(*xs, dtype=dtype, grad="x" in need, contiguous=contiguous)
+    xt = _t(*xs, dtype=dtype, grad="xt" in need, contiguous=contiguous) if has_xt else None
+    eps = _t(B, H, dtype=dtype, grad="eps" in need)
+    Wg = (_t(*ws, dtype=dtype, contiguous=contiguous) * 0.3).requires_grad_("Wg" in need)
+    Wr = (_t(*ws, dtype=dtype, contiguous=contiguous) * 0.3).requires_grad_("Wr" in need)
+    bg = _t(n_out, dtype=dtype, grad="bg" in need) if has_bg else None
+    br = _t(n_out, dtype=dtype, grad="br" in need) if has_br else None
+    V = _t(2 * n_out if has_br else n_out, H, dtype=dtype, grad="V" in need)
+    return x, xt, eps, Wg, bg, Wr, br, V
+
+
+GEOMETRY = {1: ([1, 1], [1, 1], [1, 1], 1), 2: ([2, 1], [1, 0], [1, 2], 2)}
+
+LINEAR_CASES = [  # (B, in, out, H, has_bg, has_br, has_xt, grads, contiguous)
+    (4, 6, 5, 1, True, True, True, "all", True),
+    (3, 5, 7, 7, False, True, True, "response", False),
+    (5, 4, 3, 30, True, False, False, "all", True),
+    (2, 3, 4, 7, False, False, True, "none", True),
+    (33, 77, 129, 7, True, True, True, "response", False),
+]
+CONV_CASES = [  # (B, C_in, C_out, H, HW, k, geometry, has_bg, has_br, has_xt, grads, contiguous)
+    (2, 3, 4, 1, 5, 3, 1, True, True, True, "all", True),
+    (2, 4, 6, 7, 6, 3, 2, False, True, True, "response", False),
+    (3, 2, 4, 30, 4, 1, 1, True, False, False, "all", True),
+    (2, 4, 2, 7, 9, 5, 2, True, True, True, "none", True),
+]
+
+
+def _linear_args(case, dtype=torch.float64):
+    B, n_in, n_out, H, has_bg, has_br, has_xt, grads, contiguous = case
+    return dense_inputs(B, n_in, n_out, H, dtype=dtype, has_bg=has_bg, has_br=has_br, has_xt=has_xt, grads=grads,
+                        contiguous=contiguous)
+
+
+def _conv_args(case, dtype=torch.float64):
+    B, c_in, c_out, H, hw, k, geo, has_bg, has_br, has_xt, grads, contiguous = case
+    args = dense_inputs(B, c_in, c_out, H, dtype=dtype, conv=(c_in, hw, k, GEOMETRY[geo][3]), has_bg=has_bg,
+                        has_br=has_br, has_xt=has_xt, grads=grads, contiguous=contiguous)
+    return args, GEOMETRY[geo]
+
+
+def _nonlinear(args):
+    x, xt, eps, Wg, bg, Wr, br, V = args
+    return x, eps, Wg, bg, Wr, br, V
+
+
+# ----------------------------------------------------------------------------- opcheck
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-H{c[3]}-{c[7]}")
+def test_opcheck_linear(case):
+    args = _linear_args(case, torch.float32)
+    torch.library.opcheck(torch.ops.fastdstn.stn_linear_dual.default, args, test_utils=OPCHECK_UTILS)
+    torch.library.opcheck(torch.ops.fastdstn.stn_linear.default, _nonlinear(args), test_utils=OPCHECK_UTILS)
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[1]}to{c[2]}-k{c[5]}-g{c[6]}-{c[10]}")
+def test_opcheck_conv(case):
+    args, geo = _conv_args(case, torch.float32)
+    torch.library.opcheck(torch.ops.fastdstn.stn_conv2d_dual.default, (*args, *geo), test_utils=OPCHECK_UTILS)
+    torch.library.opcheck(torch.ops.fastdstn.stn_conv2d.default, (*_nonlinear(args), *geo), test_utils=OPCHECK_UTILS)
+
+
+def _lstm_args(N, H, tangents, grad, dtype=torch.float32):
+    gates = torch.randn(N, 4 * H, dtype=dtype, requires_grad=grad)
+    c = torch.randn(N, H, dtype=dtype, requires_grad=grad)
+    gates_t = torch.randn(N, 4 * H, dtype=dtype, requires_grad=grad) if "g" in tangents else None
+    c_t = torch.randn(N, H, dtype=dtype, requires_grad=grad) if "c" in tangents else None
+    return gates, gates_t, c, c_t
+
+
+@pytest.mark.parametrize("tangents,grad", [("gc", True), ("g", True), ("c", False), ("", True)])
+def test_opcheck_lstm(tangents, grad):
+    args = _lstm_args(3, 5, tangents, grad)
+    torch.library.opcheck(torch.ops.fastdstn.lstm_cell_dual.default, args, test_utils=OPCHECK_UTILS)
+
+
+@pytest.mark.parametrize("shape,batch_dim,shared,has_xt", [((6, 5), 0, [], True), ((3, 4, 5, 2), 0, [2, 3], True),
+                                                          ((7, 4, 3), 1, [0], False)])
+def test_opcheck_dropout(shape, batch_dim, shared, has_xt):
+    x = torch.randn(*shape, requires_grad=True)
+    xt = torch.randn(*shape, requires_grad=True) if has_xt else None
+    rate = torch.rand(shape[batch_dim]) * 0.9
+    torch.library.opcheck(torch.ops.fastdstn.dropout_dual.default, (x, xt, rate, 1234, batch_dim, shared),
+                          test_utils=OPCHECK_UTILS)
+
+
+# ----------------------------------------------------------------------------- gradcheck (float64)
+def _flat(outputs):
+    return tuple(o for o in outputs if o is not None and o.requires_grad)
+
+
+# Exhaustive gradcheck on small shapes; fast mode (a random projection) where H = 30 makes V large.
+@pytest.mark.parametrize("case", LINEAR_CASES[:3], ids=lambda c: f"H{c[3]}-{c[7]}")
+def test_gradcheck_linear(case):
+    args = _linear_args(case)
+    fast = case[3] >= 30
+    assert torch.autograd.gradcheck(lambda *a: _flat(cpp.stn_linear_dual(*a)), args, fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda *a: cpp.stn_linear(*a), _nonlinear(args), fast_mode=fast)
+
+
+GRADCHECK_CONV_CASES = [  # small: every input element is perturbed twice per op call
+    (2, 2, 2, 2, 3, 2, 1, True, True, True, "all", True),
+    (1, 4, 4, 3, 4, 3, 2, False, True, True, "response", False),
+    (2, 2, 3, 1, 3, 1, 1, True, False, False, "all", True),
+]
+
+
+@pytest.mark.parametrize("case", GRADCHECK_CONV_CASES, ids=lambda c: f"g{c[6]}-{c[10]}")
+def test_gradcheck_conv(case):
+    args, geo = _conv_args(case)
+    assert torch.autograd.gradcheck(lambda *a: _flat(cpp.stn_conv2d_dual(*a, *geo)), args)
+    assert torch.autograd.gradcheck(lambda *a: cpp.stn_conv2d(*a, *geo), _nonlinear(args))
+
+
+@pytest.mark.parametrize("tangents", ["gc", "g", "c", ""])
+def test_gradcheck_lstm(tangents):
+    args = _lstm_args(3, 4, tangents, True, torch.float64)
+    assert torch.autograd.gradcheck(lambda *a: _flat(cpp.lstm_cell_dual(*a)), args)
+
+
+def test_gradcheck_dropout():
+    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    xt = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    rate = torch.tensor([0.0, 0.3, 0.6, 0.9], dtype=torch.float64)
+    assert torch.autograd.gradcheck(lambda a, b: cpp.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
+
+
+# ----------------------------------------------------------------------------- float32 accuracy
+def _errors(fn_cpp, fn_ref, args32):
+    """(compiled float32 error, reference float32 error, scale) per output and per input gradient,
+    both against the reference in float64, for the loss Σ ŷ·w with a fixed random w."""
+    def run(fn, args):
+        result = fn(*args)
+        outs = [o for o in result if o is not None] if isinstance(result, tuple) else [result]
+        leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+        torch.manual_seed(1)
+        loss = sum((o * torch.randn_like(o)).sum() for o in outs if o.requires_grad)
+        grads = torch.autograd.grad(loss, leaves) if leaves else ()
+        return [o.detach().double() for o in outs] + [g.double() for g in grads]
+
+    def copy(args, dtype):
+        return tuple(a.detach().to(dtype).requires_grad_(a.requires_grad) if isinstance(a, torch.Tensor) else a
+                     for a in args)
+
+    exact = run(fn_ref, copy(args32, torch.float64))
+    mine = run(fn_cpp, copy(args32, torch.float32))
+    theirs = run(fn_ref, copy(args32, torch.float32))
+    return [((m - e).abs().max().item(), (t - e).abs().max().item(), e.abs().max().item())
+            for m, t, e in zip(mine, theirs, exact)]
+
+
+def _assert_within_rule(errors):
+    for k, (mine, theirs, scale) in enumerate(errors):
+        bound = 2 * theirs + 4 * torch.finfo(torch.float32).eps * max(scale, 1.0)
+        print(f"output/grad {k}: compiled err {mine:.3g}, reference fp32 err {theirs:.3g}, bound {bound:.3g}")
+        assert mine <= bound, f"output/grad {k}: error {mine} exceeds 2x the reference's float32 error {theirs}"
+
+
+@pytest.mark.parametrize("case", LINEAR_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-H{c[3]}-{c[7]}")
+def test_float32_linear_vs_reference(case):
+    args = _linear_args(case, torch.float32)
+    _assert_within_rule(_errors(cpp.stn_linear_dual, ref.stn_linear_dual, args))
+    _assert_within_rule(_errors(cpp.stn_linear, ref.stn_linear, _nonlinear(args)))
+
+
+@pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[1]}to{c[2]}-k{c[5]}-g{c[6]}-{c[10]}")
+def test_float32_conv_vs_reference(case):
+    args, geo = _conv_args(case, torch.float32)
+    _assert_within_rule(_errors(lambda *a: cpp.stn_conv2d_dual(*a, *geo),
+                                lambda *a: ref.stn_conv2d_dual(*a, *geo), args))
+    _assert_within_rule(_errors(lambda *a: cpp.stn_conv2d(*a, *geo),
+                                lambda *a: ref.stn_conv2d(*a, *geo), _nonlinear(args)))
+
+
+@pytest.mark.parametrize("tangents", ["gc", "g", ""])
+def test_float32_lstm_vs_reference(tangents):
+    args = _lstm_args(7, 33, tangents, True)
+    _assert_within_rule(_errors(cpp.lstm_cell_dual, ref.lstm_cell_dual, args))
+
+
+def test_response_substep_grads_and_frozen_primal():
+    """Δ-STN's response sub-step: x, W_g, b_g frozen; y carries no gradient; the others match."""
+    args = dense_inputs(16, 24, 20, 3, grads="response")
+    y, yt = cpp.stn_linear_dual(*args)
+    assert not y.requires_grad and yt.requires_grad
+    y_ref, yt_ref = ref.stn_linear_dual(*args)
+    w = torch.randn_like(yt)
+    leaves = [a for a in args if a is not None and a.requires_grad]
+    got = torch.autograd.grad(((y + yt) * w).sum(), leaves)
+    want = torch.autograd.grad(((y_ref + yt_ref) * w).sum(), leaves)
+    for g, r in zip(got, want):
+        torch.testing.assert_close(g, r)
+
+
+def test_public_api_dispatches_to_cpp():
+    args = dense_inputs(4, 5, 6, 2, dtype=torch.float32)
+    with ops.use_backend("cpp"):
+        assert resolve("stn_linear_dual", "cpu") is cpp.stn_linear_dual
+        y, yt = ops.stn_linear_dual(*args)
+    y_ref, yt_ref = ref.stn_linear_dual(*args)
+    torch.testing.assert_close(yt, yt_ref)
+
+
+# ----------------------------------------------------------------------------- dropout mask
+def test_dropout_statistics_and_consistency():
+    B, D = 6, 20000
+    rate = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
+    x, xt = torch.ones(B, D), torch.randn(B, D)
+    y, yt = cpp.dropout_dual(x, xt, rate, 42, 0, ())
+    for i, p in enumerate(rate.tolist()):
+        kept = (y[i] != 0).float().mean().item()
+        sd = (p * (1 - p) / D) ** 0.5
+        assert abs(kept - (1 - p)) <= 5 * sd + 1e-9, (i, kept, p)
+        torch.testing.assert_close(y[i][y[i] != 0], torch.full_like(y[i][y[i] != 0], 1 / (1 - p)))
+    torch.testing.assert_close(yt, xt * y)  # the tangent sees the primal's mask
+    # deterministic in the seed, different across seeds
+    assert torch.equal(cpp.dropout_dual(x, None, rate, 42, 0, ())[0], y)
+    assert not torch.equal(cpp.dropout_dual(x, None, rate, 43, 0, ())[0], y)
+
+
+def test_dropout_shared_dims_and_backward_mask():
+    x = torch.ones(8, 16, 5, 5, requires_grad=True)
+    xt = torch.randn(8, 16, 5, 5, requires_grad=True)
+    rate = torch.full((8,), 0.5)
+    y, yt = cpp.dropout_dual(x, xt, rate, 3, 0, (2, 3))
+    mask = y.detach()
+    assert torch.equal(mask, mask[:, :, :1, :1].expand_as(mask))  # one draw per (example, channel)
+    gy, gyt = torch.randn_like(y), torch.randn_like(yt)
+    gx, gxt = torch.autograd.grad((y * gy).sum() + (yt * gyt).sum(), (x, xt))
+    torch.testing.assert_close(gx, gy * mask)
+    torch.testing.assert_close(gxt, gyt * mask)
+    # locked dropout of a (T, B, D) sequence: the time dimension shares the draw
+    seq = torch.ones(7, 4, 9)
+    ys, _ = cpp.dropout_dual(seq, None, torch.full((4,), 0.5), 5, 1, (0,))
+    assert torch.equal(ys, ys[:1].expand_as(ys))
+
+
+# ----------------------------------------------------------------------------- errors from the op
+def test_errors_name_the_argument():
+    x, xt, eps, Wg, bg, Wr, br, V = dense_inputs(4, 5, 6, 3, dtype=torch.float32, grads="none")
+    op = torch.ops.fastdstn.stn_linear_dual.default
+    with pytest.raises(RuntimeError, match=r"V: expected 12 rows"):
+        op(x, xt, eps, Wg, bg, Wr, br, V[:6])
+    with pytest.raises(RuntimeError, match=r"eps: expected shape \[4, 3\]"):
+        op(x, xt, eps[:, :2], Wg, bg, Wr, br, V)
+    with pytest.raises(RuntimeError, match=r"eps: expected 4 rows"):
+        op(x, xt, eps[:3], Wg, bg, Wr, br, V)
+    with pytest.raises(RuntimeError, match=r"x: expected 5 input features"):
+        op(x[:, :4], None, eps, Wg, bg, Wr, br, V)
+    with pytest.raises(RuntimeError, match=r"Wr: expected shape"):
+        op(x, xt, eps, Wg, bg, Wr[:, :4], br, V)
+    with pytest.raises(RuntimeError, match=r"xt: expected dtype Float"):
+        op(x, xt.double(), eps, Wg, bg, Wr, br, V)
+    with pytest.raises(RuntimeError, match=r"x: expected float32 or float64"):
+        op(x.half(), None, eps.half(), Wg.half(), None, Wr.half(), None, V[:6].half())
+    with pytest.raises(RuntimeError, match=r"br: expected shape \[6\]"):
+        op(x, xt, eps, Wg, bg, Wr, br[:5], V)
+    conv = torch.ops.fastdstn.stn_conv2d_dual.default
+    xc = torch.randn(2, 4, 5, 5)
+    Wc = torch.randn(6, 2, 3, 3)
+    e2 = torch.randn(2, 3)
+    with pytest.raises(RuntimeError, match=r"x: expected 2 input channels"):
+        conv(xc, None, e2, Wc, None, Wc, None, torch.randn(6, 3), [1, 1], [0, 0], [1, 1], 1)
+    with pytest.raises(RuntimeError, match=r"groups: expected a divisor"):
+        conv(xc, None, e2, Wc, None, Wc, None, torch.randn(6, 3), [1, 1], [0, 0], [1, 1], 4)
+    lstm = torch.ops.fastdstn.lstm_cell_dual.default
+    with pytest.raises(RuntimeError, match=r"gates: expected shape \[3, 8\]"):
+        lstm(torch.randn(3, 7), None, torch.randn(3, 2), None)
+    with pytest.raises(RuntimeError, match=r"c_t: expected shape"):
+        lstm(torch.randn(3, 8), None, torch.randn(3, 2), torch.randn(3, 3))
+    drop = torch.ops.fastdstn.dropout_dual.default
+    with pytest.raises(RuntimeError, match=r"rate: expected finite"):
+        drop(torch.randn(2, 3), None, torch.tensor([0.1, float("nan")]), 0, 0, [])
+    with pytest.raises(RuntimeError, match=r"rate: expected drop probabilities in \[0, 1\)"):
+        drop(torch.randn(2, 3), None, torch.tensor([0.1, 1.0]), 0, 0, [])
+    with pytest.raises(RuntimeError, match=r"rate: expected shape \[2\]"):
+        drop(torch.randn(2, 3), None, torch.tensor([0.1, 0.2, 0.3]), 0, 0, [])
+    with pytest.raises(RuntimeError, match=r"shared_dims: must not contain the batch dimension"):
+        drop(torch.randn(2, 3), None, torch.tensor([0.1, 0.2]), 0, 0, [0])
