@@ -10,6 +10,7 @@ from . import nn, ops
 from .hyper import Hyper, HyperSpace, feeding
 from .method import Mode, Optimizers, SelfTuning, make_optimizers
 from .nn import convert
+from .train import Trainer
 
 __version__ = "0.1.0"
 

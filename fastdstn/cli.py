@@ -1,0 +1,173 @@
+"""The `fastdstn` command: train, replay, plot, info, presets.
+
+    fastdstn train fmnist-quick --out runs/fmnist-quick
+    fastdstn train my.toml --mode centered --epochs 20 --set train.lr=0.05 --set hypers.dropout_in.init=0.1
+    fastdstn train --out runs/fmnist-quick --resume
+    fastdstn replay runs/fmnist-quick
+    fastdstn plot runs/fmnist-quick
+    fastdstn info
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+from typing import List, Optional
+
+from . import config as cfg
+
+EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fastdstn", description="Self-Tuning Networks: train, replay, plot.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train a preset or a config file (TOML or YAML)")
+    train.add_argument("source", nargs="?", help=f"preset ({', '.join(cfg.presets())}) or config file; "
+                                                 f"with --resume it may be omitted")
+    train.add_argument("--mode", choices=cfg.MODES, help="delta (default), centered, stn or fixed")
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    train.add_argument("--seed", type=int)
+    train.add_argument("--out", help="run directory (default runs/NAME)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a config key, e.g. train.lr=0.05 or data.train_size=2000 (repeatable)")
+    train.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+
+    replay = sub.add_parser("replay", help="plain training that follows a run's recorded schedule")
+    replay.add_argument("run_dir")
+    replay.add_argument("--out", help="output directory (default RUN_DIR/replay)")
+    replay.add_argument("--epochs", type=int, help="default: the epochs the run completed")
+    replay.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    replay.add_argument("--no-progress", action="store_true")
+
+    plot = sub.add_parser("plot", help="write RUN_DIR/schedule.png (schedule and loss curves)")
+    plot.add_argument("run_dir")
+    plot.add_argument("--out", help="PNG path (default RUN_DIR/schedule.png)")
+
+    sub.add_parser("info", help="versions, op backends and build metadata")
+    sub.add_parser("presets", help="list the presets")
+    return parser
+
+
+def _report(summary: dict, out_dir: str) -> None:
+    final = summary.get("final") or {}
+    metric = next((k[4:] for k in final if k.startswith("val_") and k != "val_loss"), None)
+    print(f"done in {summary['wall_time_s']:.1f}s ({summary['steps']} steps, {summary['hyper_steps']} hyper steps): "
+          f"final val loss {final.get('val_loss', float('nan')):.4f}, test loss {final.get('test_loss', float('nan')):.4f}"
+          + (f", val {metric} {final.get('val_' + metric):.4g}, test {metric} {final.get('test_' + metric):.4g}"
+             if metric else ""))
+    print(f"plot:    {os.path.join(out_dir, 'schedule.png')}")
+    print(f"summary: {os.path.join(out_dir, 'summary.json')}")
+    print(f"tensorboard --logdir {os.path.join(out_dir, 'tensorboard')}")
+
+
+def _train(args) -> int:
+    from .train import Trainer, config_from_run
+
+    options = {"mode": args.mode, "epochs": args.epochs, "device": args.device, "seed": args.seed}
+    if args.source is None:
+        if not (args.resume and args.out):
+            raise cfg.ConfigError("train: name a preset or config file (or use --out DIR --resume)")
+        values = config_from_run(args.out).to_dict()
+        parsed = {tuple(k): v for k, v in map(cfg.parse_override, args.overrides)}
+        parsed.update({("train", k): v for k, v in options.items() if v is not None})
+        config = cfg.from_dict(cfg.apply_overrides(values, parsed))
+    else:
+        config = cfg.load(args.source, args.overrides, **options)
+    out = args.out or os.path.join("runs", config.name)
+    trainer = Trainer(config, out, progress=not args.no_progress and sys.stderr.isatty())
+    summary = trainer.fit(resume=args.resume)
+    _report(summary, out)
+    return 0
+
+
+def _replay(args) -> int:
+    from .train import replay
+
+    out = args.out or os.path.join(args.run_dir, "replay")
+    summary = replay(args.run_dir, out, epochs=args.epochs, device=args.device,
+                     progress=not args.no_progress and sys.stderr.isatty())
+    _report(summary, out)
+    return 0
+
+
+def _plot(args) -> int:
+    from .train import plot_run
+
+    print(plot_run(args.run_dir, args.out))
+    return 0
+
+
+def _info(_args) -> int:
+    import numpy
+    import torch
+    import torchvision
+
+    from . import __version__, ops
+
+    print(f"fastdstn     {__version__}")
+    print(f"python       {platform.python_version()} ({platform.machine()})")
+    print(f"torch        {torch.__version__} (CUDA build {torch.version.cuda}, cuda available: "
+          f"{torch.cuda.is_available()}{', ' + torch.cuda.get_device_name() if torch.cuda.is_available() else ''})")
+    print(f"torchvision  {torchvision.__version__}")
+    print(f"numpy        {numpy.__version__}")
+    try:
+        import triton
+
+        print(f"triton       {triton.__version__}")
+    except ImportError:
+        print("triton       not installed")
+    print(f"threads      {torch.get_num_threads()}")
+    print("op backends:")
+    for name, state in ops.available().items():
+        print(f"  {name:10s} {state}")
+    path = os.path.join(os.path.dirname(__file__), "_build_info.json")
+    print("build info (fastdstn/_build_info.json):")
+    if os.path.exists(path):
+        with open(path) as f:
+            for key, value in json.load(f).items():
+                print(f"  {key}: {value}")
+    else:
+        print("  missing (pure-Python install)")
+    return 0
+
+
+def _presets(_args) -> int:
+    for name in cfg.presets():
+        values = cfg.read_source(name)
+        print(f"{name:18s} {values.get('train', {}).get('mode', 'delta'):8s} {values.get('model', {}).get('name', '')}"
+              f" on {values.get('data', {}).get('name', '')}")
+    return 0
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    from .train import CheckpointError, Diverged, Interrupted
+
+    args = _parser().parse_args(argv)
+    command = {"train": _train, "replay": _replay, "plot": _plot, "info": _info, "presets": _presets}[args.command]
+    try:
+        return command(args)
+    except cfg.ConfigError as err:
+        print(f"fastdstn: config error: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+    except CheckpointError as err:
+        print(f"fastdstn: {err}", file=sys.stderr)
+        return EXIT_CHECKPOINT
+    except Diverged as err:
+        print(f"fastdstn: diverged: {err}", file=sys.stderr)
+        return EXIT_DIVERGED
+    except Interrupted as err:
+        print(f"fastdstn: interrupted by {err}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except FileNotFoundError as err:
+        print(f"fastdstn: {err}", file=sys.stderr)
+        return EXIT_CONFIG
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,41 @@
+"""What a model builder hands the trainer: the network, its tuned hyperparameters and how they are used."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional, Union
+
+from torch import nn
+
+from ..hyper import Hyper
+
+TASKS = ("classification", "regression", "language")
+
+
+@dataclass
+class BuiltModel:
+    """model: built from fastdstn.nn layers; hypers: its default tuned hyperparameters (a config may
+    change their init/range/scale); weight_decay: the hyper used as L2 coefficient (or None);
+    augment: augmentation parameter → hyper name or fixed number (fastdstn.data.Augmenter spec); task: decides the
+    loss and the reported metric (accuracy, or perplexity for language)."""
+
+    model: nn.Module
+    hypers: List[Hyper]
+    task: str = "classification"
+    weight_decay: Optional[str] = None
+    augment: Dict[str, Union[str, float]] = field(default_factory=dict)
+    batch_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"task: expected one of {TASKS}, received {self.task!r}")
+
+
+def dropout(name: str, init: float = 0.05, high: float = 0.95) -> Hyper:
+    """A dropout rate in (0, high): per example, σ0 = 1 on the logit scale (SPEC §2 default)."""
+    return Hyper(name, init, 0.0, high)
+
+
+def cutout(length: float = 4.0, holes: float = 1.0, max_length: float = 24.0, max_holes: float = 5.0) -> List[Hyper]:
+    """Cutout square side in [2, max_length] and number of holes in [0, max_holes] (both floored)."""
+    return [Hyper("cutout_length", length, 2.0, max_length, discrete=True),
+            Hyper("cutout_holes", holes, 0.0, max_holes, discrete=True)]

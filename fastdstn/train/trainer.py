@@ -1,0 +1,481 @@
+"""The training loop of SPEC §7 for the modes delta (default), centered, stn and fixed.
+
+Warm-up epochs of training steps only, then cycles of T_train training steps and T_valid hyper steps on
+validation batches; learning-rate schedules on the model optimizers; validation and test evaluation at
+every epoch end; early stopping on validation loss. Every hyper step appends a row to the schedule
+(step, epoch, constrained value and σ of every hyperparameter, train and validation loss).
+
+Exact resume: the data position is (epoch, batch index) plus the hyper steps' validation-stream
+position, all integers; batch orders are pure functions of (seed, epoch); every random draw of a step
+(perturbations, dropout masks, cutout) comes from the global generators, whose states the checkpoint
+holds. A run resumed from a checkpoint therefore replays the same arithmetic bit for bit.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import random
+import signal
+import threading
+import time
+from typing import Any, Dict, Iterator, List, Optional
+
+import numpy as np
+import torch
+import yaml
+
+from ..config import ConfigError, RunConfig, from_dict
+from ..hyper import HyperSpace
+from ..method import Mode, SelfTuning, make_optimizers
+from . import checkpoint
+from .data import describe, load_data
+from .fixed import FixedTraining
+from .progress import Progress
+from .records import Records
+from .replay import Schedule, unconstrained
+from .setup import apply_hyper_overrides, build_model, loss_function, make_augment, resolve_device
+
+CHECKPOINT_FORMAT = 1
+# Config keys a resumed run may change: how long it runs and where, nothing that changes the arithmetic.
+RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.log_every"}
+METRIC = {"classification": "acc", "regression": "rmse", "language": "ppl"}
+
+
+class Interrupted(RuntimeError):
+    """Training stopped on SIGINT/SIGTERM after writing a checkpoint."""
+
+    def __init__(self, signal_name: str, path: str) -> None:
+        super().__init__(f"{signal_name}: checkpoint written to {path}; continue with --resume")
+        self.signal_name, self.path = signal_name, path
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+@dataclasses.dataclass
+class Position:
+    """Where the run is; all of it goes into the checkpoint."""
+
+    epoch: int = 0             # the epoch in progress (or the next to start)
+    batch: int = 0             # next training batch index within `epoch`
+    step: int = 0              # training steps done
+    tuned_steps: int = 0       # training steps done after warm-up: every T_train-th is followed by hyper steps
+    hyper_step: int = 0        # hyper steps done
+    epoch_loss: float = 0.0    # sum of this epoch's training losses so far
+    epoch_batches: int = 0
+    cycle_loss: float = 0.0    # sum of training losses since the last hyper step
+    cycle_batches: int = 0
+    best_val: float = math.inf
+    best_epoch: int = -1
+    bad_epochs: int = 0
+    stopped_early: bool = False
+    elapsed: float = 0.0       # wall seconds of training and evaluation before this process
+
+
+def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "options" and prefix != "hypers.":
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+class Trainer:
+    """One run: `Trainer(config, out_dir).fit(resume=False) -> summary dict`.
+
+    config: a fastdstn.config.RunConfig (see `fastdstn.config.load` for presets, files and overrides).
+    out_dir: the run directory (None: no files at all, e.g. in-process experiments).
+    bundle: a fastdstn.data.DataBundle to use instead of loading `config.data`.
+    replay: a Schedule whose values the fixed mode follows step by step (see `fastdstn replay`).
+    """
+
+    def __init__(self, config: RunConfig, out_dir: Optional[str] = None, *, bundle=None, progress: bool = True,
+                 replay: Optional[Schedule] = None) -> None:
+        self.config, self.out_dir = config, out_dir
+        train = config.train
+        if replay is not None and train.mode != "fixed":
+            raise ConfigError(f"train.mode: replaying a schedule needs mode 'fixed', received {train.mode!r}")
+        self.mode = train.mode
+        self.device = resolve_device(train.device)
+        self.amp = train.amp and self.device.type == "cuda"
+        seed_everything(train.seed)
+        self.bundle = bundle if bundle is not None else load_data(config.data, train.seed, self.device)
+        built = build_model(config.model, self.bundle)
+        self.task = built.task
+        self.metric = METRIC[self.task]
+        self.space = HyperSpace(apply_hyper_overrides(built.hypers, config.hypers)).to(self.device)
+        self.model = built.model.to(self.device)
+        self.names = self.space.names
+        self.loss_fn = loss_function(self.task)
+        augment = make_augment(self.bundle, built.augment)
+        common = dict(loss_fn=self.loss_fn, augment=augment, weight_decay=built.weight_decay,
+                      batch_dim=built.batch_dim)
+        if self.mode == "fixed":
+            self.method = FixedTraining(self.model, self.space, **common)
+        else:
+            self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
+                                     linearized_hyper=train.linearized_hyper, **common)
+        self.optimizers = make_optimizers(self.model, self.space, Mode.DELTA if self.mode == "fixed" else self.mode,
+                                          lr=train.lr, response_lr=train.response_lr, momentum=train.momentum,
+                                          hyper_lr=train.hyper_lr, hyper_optimizer=train.hyper_optimizer)
+        self.schedulers = self._schedulers()
+        if train.clip_grad > 0:
+            self._clip_gradients(train.clip_grad)
+        self.hyper_loader = self._hyper_loader()
+        self.valid_stream = self.hyper_loader.stream(0, 0)
+        self.replay = replay
+        self.position = Position()
+        self.progress = Progress(progress, train.epochs, self.names)
+        self.records: Optional[Records] = None
+        self._signal: Optional[str] = None
+
+    # ------------------------------------------------------------------------------------------ building
+    def _model_optimizers(self) -> List[torch.optim.Optimizer]:
+        opts = [self.optimizers.general]
+        if self.mode != "fixed" and self.optimizers.response is not None:
+            opts.append(self.optimizers.response)
+        return opts
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """Clip each model optimizer's gradients right before it steps. A step pre-hook reaches inside
+        SelfTuning's sub-steps, which call backward() and step() themselves."""
+        def clip(opt, _args, _kwargs) -> None:    # a pre-hook returning non-None would replace step's args
+            torch.nn.utils.clip_grad_norm_([p for group in opt.param_groups for p in group["params"]], max_norm)
+
+        for opt in self._model_optimizers():
+            opt.register_step_pre_hook(clip)
+
+    def _schedulers(self) -> List[torch.optim.lr_scheduler.LRScheduler]:
+        t = self.config.train
+        sched = torch.optim.lr_scheduler
+        make = {"none": None,
+                "step": lambda o: sched.StepLR(o, t.lr_step_size, t.lr_gamma),
+                "multistep": lambda o: sched.MultiStepLR(o, t.lr_milestones, t.lr_gamma),
+                "cosine": lambda o: sched.CosineAnnealingLR(o, T_max=t.epochs, eta_min=t.lr_min)}[t.lr_schedule]
+        return [] if make is None else [make(o) for o in self._model_optimizers()]
+
+    def _hyper_loader(self):
+        """Validation batches for hyper steps, at the training batch size (the evaluation batch size
+        is for throughput; a hyper step is a stochastic gradient step like a training step)."""
+        from ..data.loader import SequenceLoader, TensorLoader
+
+        valid, size = self.bundle.valid, self.config.data.batch_size
+        if isinstance(valid, TensorLoader):
+            return TensorLoader(valid.inputs, valid.targets, min(size, valid.num_examples), shuffle=True,
+                                seed=valid.seed, salt=valid.salt + 1, transform=valid.transform)
+        if isinstance(valid, SequenceLoader):
+            return SequenceLoader(valid.data.t().reshape(-1), size, valid.bptt)
+        return valid
+
+    # ------------------------------------------------------------------------------------------ contexts
+    @contextlib.contextmanager
+    def _context(self, stream: str) -> Iterator[None]:
+        """Autocast when AMP is on; the language model's carried-state stream."""
+        with contextlib.ExitStack() as stack:
+            if self.amp:
+                stack.enter_context(torch.autocast("cuda", dtype=torch.bfloat16))
+            if hasattr(self.model, "streaming"):
+                stack.enter_context(self.model.streaming(stream))
+            yield
+
+    @contextlib.contextmanager
+    def _signals(self) -> Iterator[None]:
+        """SIGINT/SIGTERM ask for a checkpoint at the next step boundary; a second one stops at once."""
+        if self.out_dir is None or threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        signals = (signal.SIGINT, signal.SIGTERM)
+        previous = {s: signal.getsignal(s) for s in signals}
+
+        def handler(signum, frame):
+            if self._signal is not None:
+                raise KeyboardInterrupt
+            self._signal = signal.Signals(signum).name
+
+        for s in signals:
+            signal.signal(s, handler)
+        try:
+            yield
+        finally:
+            for s, h in previous.items():
+                signal.signal(s, h)
+
+    # ------------------------------------------------------------------------------------------ state
+    def _path(self, *parts: str) -> str:
+        return os.path.join(self.out_dir, *parts)
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
+                "model": self.model.state_dict(), "space": self.space.state_dict(),
+                "optimizers": self.optimizers.state_dict(), "schedulers": [s.state_dict() for s in self.schedulers],
+                "valid_stream": self.valid_stream.state_dict(), "rng": checkpoint.rng_state(),
+                "position": {**dataclasses.asdict(self.position), "elapsed": self._elapsed()},
+                "records": self.records.rows() if self.records else {}}
+
+    def save_checkpoint(self) -> str:
+        path = self._path("checkpoints", "last.ckpt")
+        checkpoint.save(self.state_dict(), path)
+        return path
+
+    def load_checkpoint(self, path: str) -> Dict[str, Any]:
+        """Restore everything from `path` (verified first); returns the checkpoint's record counts."""
+        state = checkpoint.load(path, map_location=self.device)
+        if state.get("format") != CHECKPOINT_FORMAT:
+            raise checkpoint.CheckpointError(f"checkpoint {path}: format {state.get('format')!r}, "
+                                             f"expected {CHECKPOINT_FORMAT}")
+        self._check_same_config(state["config"], path)
+        self.model.load_state_dict(state["model"])
+        self.space.load_state_dict(state["space"])
+        self.optimizers.load_state_dict(state["optimizers"])
+        for s, sd in zip(self.schedulers, state["schedulers"]):
+            s.load_state_dict(sd)
+        self.valid_stream.load_state_dict(state["valid_stream"])
+        self.position = Position(**state["position"])
+        checkpoint.set_rng_state(state["rng"])
+        return state["records"]
+
+    def _check_same_config(self, saved: Dict[str, Any], path: str) -> None:
+        now, before = _flatten(self.config.to_dict()), _flatten(saved)
+        differ = sorted(k for k in set(now) | set(before)
+                        if now.get(k) != before.get(k) and k not in RESUMABLE_CHANGES and k != "train.device")
+        if differ:
+            details = ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in differ)
+            raise ConfigError(f"--resume: the configuration differs from the one in {path} ({details}); "
+                              f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change")
+
+    def _elapsed(self) -> float:
+        return self.position.elapsed + (time.time() - self._started)
+
+    # ------------------------------------------------------------------------------------------ steps
+    def _apply_replay(self) -> None:
+        values = self.replay.values_at(self.position.step)
+        if values is None:
+            return
+        lam = [unconstrained(h, values[h.name]) for h in self.space.hypers]
+        with torch.no_grad():
+            self.space.lam.copy_(torch.tensor(lam, dtype=self.space.lam.dtype))
+
+    def _train_step(self, x, y) -> float:
+        if self.replay is not None:
+            self._apply_replay()
+        with self._context("train"):
+            out = self.method.train_step(x, y, self.optimizers)
+        loss = float(out["train_loss"])
+        if not math.isfinite(loss):
+            raise Diverged(f"training loss is {loss} at step {self.position.step + 1} (epoch "
+                           f"{self.position.epoch + 1}); lower train.lr or check the data")
+        return loss
+
+    def _hyper_steps(self, batches_per_epoch: int) -> None:
+        pos = self.position
+        for _ in range(self.config.train.valid_steps):
+            x, y = next(self.valid_stream)
+            with self._context("hyper"):
+                out = self.method.hyper_step(x, y, self.optimizers.hyper)
+            pos.hyper_step += 1
+            values, scales = self.space.values(), self.space.scales()
+            row = {"hyper_step": pos.hyper_step, "step": pos.step, "epoch": pos.epoch + pos.batch / batches_per_epoch,
+                   "train_loss": pos.cycle_loss / max(pos.cycle_batches, 1), "val_loss": float(out["val_loss"]),
+                   **values, **{f"sigma_{n}": s for n, s in scales.items()}}
+            if self.records:
+                self.records.schedule.write(row)
+                tb = self.records.tb
+                tb.add_scalar("hyper_step/val_loss", row["val_loss"], pos.step)
+                for n in self.names:
+                    tb.add_scalar(f"hyper/{n}", values[n], pos.step)
+                    tb.add_scalar(f"sigma/{n}", scales[n], pos.step)
+        pos.cycle_loss, pos.cycle_batches = 0.0, 0
+
+    @torch.no_grad()
+    def evaluate(self, loader, stream: str) -> Dict[str, float]:
+        """Mean loss over the examples (tokens for language) and accuracy / RMSE / perplexity."""
+        if hasattr(self.model, "reset_state"):
+            self.model.reset_state(stream)
+        total, correct, count = 0.0, 0, 0
+        for x, y in loader.batches(0):
+            with self._context(stream):
+                out = self.method.predict(x)
+            n = y.numel() if self.task == "language" else y.shape[0]
+            total += float(self.loss_fn(out.float(), y)) * n
+            if self.task == "classification":
+                correct += int((out.argmax(-1) == y).sum())
+            count += n
+        loss = total / count
+        metric = {"classification": correct / count, "regression": math.sqrt(loss),
+                  "language": math.exp(min(loss, 50.0))}[self.task]
+        return {"loss": loss, self.metric: metric}
+
+    # ------------------------------------------------------------------------------------------ loop
+    def _run_epoch(self) -> None:
+        pos, t = self.position, self.config.train
+        loader = self.bundle.train
+        batches = len(loader)
+        tuning = self.mode != "fixed" and pos.epoch >= t.warmup_epochs
+        if pos.batch == 0 and hasattr(self.model, "reset_state"):
+            self.model.reset_state("train")
+        self.progress.start_epoch(pos.epoch, batches, pos.batch)
+        for x, y in loader.batches(pos.epoch, pos.batch):
+            loss = self._train_step(x, y)
+            pos.step += 1
+            pos.batch += 1
+            pos.epoch_loss, pos.epoch_batches = pos.epoch_loss + loss, pos.epoch_batches + 1
+            pos.cycle_loss, pos.cycle_batches = pos.cycle_loss + loss, pos.cycle_batches + 1
+            if tuning:
+                pos.tuned_steps += 1
+                if pos.tuned_steps % t.train_steps == 0:
+                    self._hyper_steps(batches)
+            if self.records and pos.step % t.log_every == 0:
+                self.records.tb.add_scalar("train/loss", loss, pos.step)
+            self.progress.step(loss, self.space.values())
+            if self._signal is not None and self.out_dir is not None:
+                self.progress.close()
+                raise Interrupted(self._signal, self.save_checkpoint())
+
+    def _end_epoch(self, epoch_started: float) -> None:
+        pos, t = self.position, self.config.train
+        lr = self._model_optimizers()[0].param_groups[0]["lr"]
+        for s in self.schedulers:
+            s.step()
+        val = self.evaluate(self.bundle.valid, "valid")
+        test = self.evaluate(self.bundle.test, "test")
+        values = self.space.values()
+        train_loss = pos.epoch_loss / max(pos.epoch_batches, 1)
+        row = {"epoch": pos.epoch + 1, "step": pos.step, "lr": lr, "train_loss": train_loss,
+               "val_loss": val["loss"], f"val_{self.metric}": val[self.metric], "test_loss": test["loss"],
+               f"test_{self.metric}": test[self.metric], "epoch_seconds": time.time() - epoch_started, **values}
+        improved = val["loss"] < pos.best_val
+        if improved:
+            pos.best_val, pos.best_epoch, pos.bad_epochs = val["loss"], pos.epoch + 1, 0
+        else:
+            pos.bad_epochs += 1
+        self._last = row
+        pos.epoch, pos.batch = pos.epoch + 1, 0
+        pos.epoch_loss, pos.epoch_batches = 0.0, 0
+        if t.early_stopping and pos.bad_epochs >= t.early_stopping:
+            pos.stopped_early = True
+        self.progress.end_epoch(self._epoch_line(row))
+        if self.records:
+            self.records.metrics.write(row)
+            tb = self.records.tb
+            for key in ("train_loss", "val_loss", "test_loss", f"val_{self.metric}", f"test_{self.metric}", "lr"):
+                tb.add_scalar(f"epoch/{key}", row[key], pos.step)
+            if improved:
+                # best.ckpt first, last.ckpt second: a crash in between leaves last.ckpt one epoch behind,
+                # never ahead of a best it does not know about.
+                checkpoint.save({"model": self.model.state_dict(), "space": self.space.state_dict(),
+                                 "epoch": pos.epoch, "val_loss": val["loss"], "test_loss": test["loss"]},
+                                self._path("checkpoints", "best.ckpt"))
+                self._best_row = row
+            self.save_checkpoint()
+        elif improved:
+            self._best_row = row
+
+    def _epoch_line(self, row: Dict[str, Any]) -> str:
+        m = self.metric
+        fmt = (lambda v: f"{100 * v:.2f}%") if m == "acc" else (lambda v: f"{v:.4g}")
+        hypers = " ".join(f"{n}={row[n]:.3g}" for n in self.names)
+        return (f"epoch {row['epoch']}/{self.config.train.epochs} step {row['step']}: train {row['train_loss']:.4f} "
+                f"| val {row['val_loss']:.4f} ({m} {fmt(row[f'val_{m}'])}) | test {row['test_loss']:.4f} "
+                f"({m} {fmt(row[f'test_{m}'])}) | {hypers} | {row['epoch_seconds']:.1f}s")
+
+    def fit(self, resume: bool = False) -> Dict[str, Any]:
+        """Train to the configured number of epochs (or early stop); returns the summary."""
+        self._started = time.time()
+        self._last: Optional[Dict[str, Any]] = None
+        self._best_row: Optional[Dict[str, Any]] = None
+        rows = None
+        if self.out_dir is not None:
+            os.makedirs(self._path("checkpoints"), exist_ok=True)
+            if resume:
+                rows = self.load_checkpoint(self._path("checkpoints", "last.ckpt"))
+                self._best_row = self._read_best_row()
+            with open(self._path("config.yaml"), "w") as f:
+                yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+            self.records = Records(self.out_dir, self.names, self.metric, rows,
+                                   purge_step=self.position.step if resume else None)
+        elif resume:
+            raise ValueError("resume: needs the run directory (out_dir) holding checkpoints/last.ckpt")
+        self._started = time.time()
+        self.progress.message(f"fastdstn: mode {self.mode} on {self.device} (ops: {self.op_backend()}); "
+                              f"{describe(self.bundle)}; "
+                              f"model {self.config.model.name} with {len(self.names)} hyperparameters"
+                              + (f"; resuming at epoch {self.position.epoch + 1}, batch {self.position.batch}"
+                                 if resume else ""))
+        try:
+            with self._signals():
+                while self.position.epoch < self.config.train.epochs and not self.position.stopped_early:
+                    started = time.time()
+                    self._run_epoch()
+                    self._end_epoch(started)
+                    if self._signal is not None and self.out_dir is not None:
+                        raise Interrupted(self._signal, self._path("checkpoints", "last.ckpt"))
+            return self._finish()
+        finally:
+            self.progress.close()
+            if self.records:
+                self.records.close()
+
+    def op_backend(self) -> str:
+        """Which fastdstn.ops implementation the STN layers run on this device (reference, cpp, triton)."""
+        from ..ops.backends import resolve
+
+        return resolve("stn_linear", self.device.type).__module__.rsplit(".", 1)[-1]
+
+    def _read_best_row(self) -> Optional[Dict[str, Any]]:
+        from .records import read_csv
+
+        path = self._path("metrics.csv")
+        if not os.path.exists(path):
+            return None
+        rows = [r for r in read_csv(path) if int(r["epoch"]) == self.position.best_epoch]
+        return rows[-1] if rows else None
+
+    def _finish(self) -> Dict[str, Any]:
+        pos = self.position
+        last = self._last
+        if last is None and self.out_dir is not None:
+            from .records import read_csv
+
+            metrics = read_csv(self._path("metrics.csv"))
+            last = metrics[-1] if metrics else None
+        m = self.metric
+
+        def pick(row):
+            return None if row is None else {k: row.get(k) for k in ("epoch", "val_loss", f"val_{m}", "test_loss",
+                                                                      f"test_{m}")}
+
+        summary = {"name": self.config.name, "mode": self.mode, "data": describe(self.bundle),
+                   "synthetic_data": bool(getattr(self.bundle, "synthetic", False)), "device": str(self.device),
+                   "op_backend": self.op_backend(),
+                   "epochs": pos.epoch, "steps": pos.step, "hyper_steps": pos.hyper_step,
+                   "wall_time_s": round(self._elapsed(), 2), "stopped_early": pos.stopped_early,
+                   "final": pick(last), "best": pick(self._best_row),
+                   "final_hypers": self.space.values(), "final_sigmas": self.space.scales(),
+                   "initial_hypers": {h.name: h.init for h in self.space.hypers}}
+        if self.out_dir is not None:
+            with open(self._path("summary.json"), "w") as f:
+                json.dump(summary, f, indent=2)
+            from .plot import plot_run
+
+            summary["plot"] = plot_run(self.out_dir)
+        return summary
+
+
+def config_from_run(run_dir: str) -> RunConfig:
+    path = os.path.join(run_dir, "config.yaml")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{run_dir}: no config.yaml; is it a fastdstn run directory?")
+    with open(path) as f:
+        return from_dict(yaml.safe_load(f))

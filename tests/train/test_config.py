@@ -1,0 +1,89 @@
+"""Presets resolve; bad configurations fail with an error that names the key."""
+import pytest
+
+from fastdstn import config as cfg
+from fastdstn.config import ConfigError, from_dict
+
+from tiny_runs import tiny_values
+
+ALL_PRESETS = ["uci-linear", "mnist-mlp", "fmnist-cnn", "cifar10-alexnet", "cifar10-vgg16", "cifar10-resnet18",
+               "ptb-lstm", "fmnist-quick"]
+
+
+def test_every_preset_is_shipped_and_resolves():
+    assert set(ALL_PRESETS) <= set(cfg.presets())
+    for name in ALL_PRESETS:
+        config = cfg.load(name)
+        assert config.name == name
+        assert config.train.mode == "delta"
+
+
+def test_fmnist_quick_is_the_small_delta_stn_simple_cnn():
+    config = cfg.load("fmnist-quick")
+    assert (config.model.name, config.data.name, config.train.mode) == ("simple-cnn", "fashion-mnist", "delta")
+    assert config.data.train_size <= 10000 and config.train.epochs <= 5
+
+
+def test_command_line_options_and_overrides_win():
+    config = cfg.load("fmnist-quick", ["train.lr=0.5", "hypers.dropout_in.init=0.2", "data.root='/x'"],
+                      mode="centered", epochs=7, seed=None)
+    assert (config.train.lr, config.train.mode, config.train.epochs) == (0.5, "centered", 7)
+    assert config.hypers == {"dropout_in": {"init": 0.2}}
+    assert config.data.root == "/x"
+
+
+@pytest.mark.parametrize("text, path, value", [
+    ("train.lr=0.1", ["train", "lr"], 0.1), ("train.epochs=3", ["train", "epochs"], 3),
+    ("train.amp=true", ["train", "amp"], True), ("data.root=/tmp/data", ["data", "root"], "/tmp/data"),
+    ("train.lr_milestones=[2, 4]", ["train", "lr_milestones"], [2, 4]), ("data.root=null", ["data", "root"], None),
+])
+def test_parse_override(text, path, value):
+    assert cfg.parse_override(text) == (path, value)
+
+
+@pytest.mark.parametrize("section, updates, message", [
+    ("train", {"lrr": 0.1}, "unknown config key train.'lrr'; did you mean train.'lr'?"),
+    ("data", {"batchsize": 3}, "did you mean data.'batch_size'?"),
+    ("train", {"lr": -1.0}, "train.lr: expected a value > 0, received -1.0"),
+    ("train", {"momentum": 1.5}, "train.momentum: expected a value in [0, 1), received 1.5"),
+    ("train", {"mode": "delts"}, "train.mode: expected one of 'delta', 'centered', 'stn', 'fixed', received 'delts'"),
+    ("train", {"epochs": 2.5}, "train.epochs: expected an integer, received 2.5"),
+    ("train", {"amp": "yes"}, "train.amp: expected true or false"),
+    ("train", {"warmup_epochs": 2}, "train.warmup_epochs: 2 warm-up epochs leave no hyper step"),
+    ("train", {"lr_schedule": "multistep"}, "train.lr_milestones: the multistep schedule needs"),
+    ("hypers", {"dropout_in": {"intit": 0.1}}, "unknown config key hypers.dropout_in.'intit'; did you mean"),
+])
+def test_bad_values_name_the_key(section, updates, message):
+    with pytest.raises(ConfigError) as err:
+        from_dict(tiny_values(**{section: updates}))
+    assert message in str(err.value)
+
+
+def test_unknown_top_level_section_suggests():
+    with pytest.raises(ConfigError, match=r"unknown config key 'trian'; did you mean 'train'\?"):
+        from_dict({**tiny_values(), "trian": {}})
+
+
+def test_unknown_preset_suggests_nearest():
+    with pytest.raises(ConfigError, match="did you mean 'fmnist-quick'"):
+        cfg.load("fmnist-quik")
+
+
+def test_toml_and_yaml_files(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text('[train]\nepochs = 3\nmode = "stn"\n[data]\nname = "synthetic"\n')
+    yaml_file = tmp_path / "run.yaml"
+    yaml_file.write_text("train:\n  epochs: 3\n  mode: stn\ndata:\n  name: synthetic\n")
+    a, b = cfg.load(str(toml)), cfg.load(str(yaml_file))
+    assert a.train == b.train and a.train.epochs == 3 and a.train.mode == "stn"
+
+
+def test_broken_files_are_reported(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[train\nepochs = 3\n")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        cfg.load(str(bad))
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("train:\n  epoch: 3\n")
+    with pytest.raises(ConfigError, match="did you mean train.'epochs'"):
+        cfg.load(str(typo))

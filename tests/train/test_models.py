@@ -1,0 +1,103 @@
+"""The SPEC §8 networks: each builds from fastdstn.nn layers, runs a Δ-STN training step and a hyper step
+with its tuned augmentation, and has the hyperparameters the experiments tune."""
+import pytest
+import torch
+
+import fastdstn
+from fastdstn import models
+from fastdstn.data import Augmenter
+from fastdstn.nn import StnConv2d, StnLinear, response_parameters
+from fastdstn.train import Trainer
+from fastdstn.train.setup import loss_function
+
+from tiny_runs import tiny_config
+
+CIFAR_MEAN, CIFAR_STD = (0.49, 0.48, 0.45), (0.25, 0.24, 0.26)
+
+
+def one_round(built, inputs, targets):
+    space = fastdstn.HyperSpace(built.hypers)
+    augment = Augmenter(built.augment, mean=CIFAR_MEAN[:inputs.shape[1]], std=CIFAR_STD[:inputs.shape[1]]) \
+        if built.augment else None
+    method = fastdstn.SelfTuning(built.model, space, "delta", loss_fn=loss_function(built.task), augment=augment,
+                                 weight_decay=built.weight_decay, batch_dim=built.batch_dim)
+    optimizers = fastdstn.make_optimizers(built.model, space, "delta")
+    losses = method.train_step(inputs, targets, optimizers)
+    hyper = method.hyper_step(inputs, targets, optimizers.hyper)
+    assert all(torch.isfinite(v) for v in [*losses.values(), *hyper.values()])
+    return method
+
+
+def test_simple_cnn_is_the_spec_network():
+    built = models.build("simple-cnn")
+    net = built.model
+    assert [h.name for h in built.hypers] == ["dropout_in", "dropout_conv1", "dropout_conv2", "dropout_fc",
+                                              "cutout_length", "cutout_holes"]
+    length, holes = built.hypers[4], built.hypers[5]
+    assert (length.low, length.high, length.discrete) == (2.0, 24.0, True)
+    assert (holes.low, holes.high, holes.discrete) == (0.0, 5.0, True)
+    assert isinstance(net.conv1, StnConv2d) and net.conv1.weight.shape == (16, 1, 5, 5) and net.conv1.padding == (2, 2)
+    assert net.conv2.weight.shape == (32, 16, 5, 5)
+    assert isinstance(net.fc1, StnLinear) and net.fc1.weight.shape == (1568, 1568) and net.fc2.weight.shape == (10, 1568)
+    method = one_round(built, torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)))
+    assert method.predict(torch.randn(3, 1, 28, 28)).shape == (3, 10)
+
+
+def test_mlp_and_linear_regression():
+    built = models.build("mlp")
+    assert [h.name for h in built.hypers] == ["dropout_in", "dropout_h1", "dropout_h2"]
+    assert [m.weight.shape for m in built.model.modules() if isinstance(m, StnLinear)] == \
+        [(1200, 784), (1200, 1200), (10, 1200)]
+    one_round(built, torch.randn(4, 1, 28, 28), torch.randint(0, 10, (4,)))
+    reg = models.build("linear", in_features=8)
+    wd = {h.name: h for h in reg.hypers}["weight_decay"]
+    assert reg.weight_decay == "weight_decay" and not wd.per_example and reg.task == "regression"
+    one_round(reg, torch.randn(4, 8), torch.randn(4, 1))
+
+
+# A Δ-STN round on these costs seconds on 2 cores (the optimizer steps over 7–15 M weights twice), so the
+# full round runs on AlexNet; VGG16 and ResNet18 (8×8 inputs: it pools adaptively) check predict only.
+@pytest.mark.parametrize("name, count, side, full", [("alexnet", 20, 32, True), ("vgg16", 28, 32, False),
+                                                     ("resnet18", 16, 8, False)])
+def test_cifar_networks(name, count, side, full):
+    built = models.build(name)
+    assert len(built.hypers) == count
+    assert {"hflip", "cutout_length", "brightness", "degrees", "hue"} <= set(built.augment)
+    assert response_parameters(built.model)
+    if full:
+        method = one_round(built, torch.randn(2, 3, side, side), torch.randint(0, 10, (2,)))
+    else:
+        method = fastdstn.SelfTuning(built.model, fastdstn.HyperSpace(built.hypers), "delta",
+                                     loss_fn=loss_function(built.task))
+    assert method.predict(torch.randn(2, 3, side, side)).shape == (2, 10)
+
+
+def test_vgg16_has_no_batchnorm_and_resnet18_is_torchvisions():
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in models.build("vgg16").model.modules())
+    resnet = models.build("resnet18").model
+    assert type(resnet).__name__ == "ResNet" and isinstance(resnet.layer1[0][0].conv1, StnConv2d)
+
+
+def test_language_model_ties_and_carries_its_state():
+    built = models.build("lstm", vocab=30, size=8)
+    lm = built.model
+    assert lm.decoder.weight is lm.encoder.weight and built.task == "language" and built.batch_dim == 1
+    tokens = torch.randint(0, 30, (5, 3))
+    one_round(built, tokens, torch.randint(0, 30, (5, 3)))
+    lm.eval()
+    with lm.streaming("valid"):
+        lm.reset_state("valid")
+        first = lm(tokens)
+        carried = lm(tokens)               # starts from the state the first call left
+        lm.reset_state("valid")
+        fresh = lm(tokens)
+    assert torch.equal(first, fresh) and not torch.equal(first, carried)
+
+
+def test_simple_cnn_trains_with_cutout_through_the_trainer(tmp_path):
+    config = tiny_config(data={"name": "synthetic-images", "features": 28, "synthetic_size": [32, 8],
+                               "batch_size": 16}, model={"name": "simple-cnn", "options": {}},
+                         train={"epochs": 1})
+    trainer = Trainer(config, None, progress=False)
+    summary = trainer.fit()
+    assert summary["hyper_steps"] == 1 and set(summary["final_hypers"]) >= {"cutout_length", "cutout_holes"}
