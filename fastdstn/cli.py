@@ -1,8 +1,9 @@
-"""The `fastdstn` command: train, replay, plot, info, presets.
+"""The `fastdstn` command: train, tune, replay, plot, info, presets.
 
     fastdstn train fmnist-quick --out runs/fmnist-quick
     fastdstn train my.toml --mode centered --epochs 20 --set train.lr=0.05 --set hypers.dropout_in.init=0.1
     fastdstn train --out runs/fmnist-quick --resume
+    fastdstn tune uci-linear --method tpe --trials 30 --budget-seconds 600
     fastdstn replay runs/fmnist-quick
     fastdstn plot runs/fmnist-quick
     fastdstn info
@@ -22,7 +23,7 @@ EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastdstn", description="Self-Tuning Networks: train, replay, plot.")
+    parser = argparse.ArgumentParser(prog="fastdstn", description="Self-Tuning Networks: train, tune, replay, plot.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a preset or a config file (TOML or YAML)")
@@ -37,6 +38,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. train.lr=0.05 or data.train_size=2000 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
+
+    tune = sub.add_parser("tune", help="black-box baseline: Optuna search over the preset's hyperparameters")
+    tune.add_argument("source", help="preset or config file whose space is searched")
+    tune.add_argument("--method", choices=("random", "tpe", "gp"), default="tpe")
+    tune.add_argument("--trials", type=int, default=20, help="trials in all (a resumed study counts those done)")
+    tune.add_argument("--budget-seconds", type=float, help="stop starting trials after this much training time")
+    tune.add_argument("--epochs", type=int, help="epochs per trial (default: the preset's)")
+    tune.add_argument("--seed", type=int, default=0, help="sampler seed")
+    tune.add_argument("--out", help="study directory (default runs/NAME-tune-METHOD); rerun to resume")
+    tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
     replay = sub.add_parser("replay", help="plain training that follows a run's recorded schedule")
     replay.add_argument("run_dir")
@@ -83,6 +94,18 @@ def _train(args) -> int:
     trainer = Trainer(config, out, progress=not args.no_progress and sys.stderr.isatty())
     summary = trainer.fit(resume=args.resume)
     _report(summary, out)
+    return 0
+
+
+def _tune(args) -> int:
+    from .tune import tune
+
+    config = cfg.load(args.source, args.overrides)
+    out = args.out or os.path.join("runs", f"{config.name}-tune-{args.method}")
+    summary = tune(config, args.method, args.trials, out, budget_seconds=args.budget_seconds, epochs=args.epochs,
+                   seed=args.seed)
+    print(json.dumps(summary, indent=2))
+    print(f"trajectory: {os.path.join(out, 'trajectory.csv')}")
     return 0
 
 
@@ -149,7 +172,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     from .train import CheckpointError, Diverged, Interrupted
 
     args = _parser().parse_args(argv)
-    command = {"train": _train, "replay": _replay, "plot": _plot, "info": _info, "presets": _presets}[args.command]
+    command = {"train": _train, "tune": _tune, "replay": _replay, "plot": _plot, "info": _info, "presets": _presets}[args.command]
     try:
         return command(args)
     except cfg.ConfigError as err:

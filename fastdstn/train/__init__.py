@@ -1,10 +1,9 @@
-"""Training: the loop (Trainer), fixed-mode training, checkpoints, records, plots and replay."""
+"""Training: the loop (Trainer), checkpoints, records, plots and replay."""
 from .checkpoint import CheckpointError
-from .fixed import FixedTraining
 from .replay import Schedule
 from .trainer import Diverged, Interrupted, Position, Trainer, config_from_run
 
-__all__ = ["Trainer", "FixedTraining", "Schedule", "CheckpointError", "Interrupted", "Diverged", "Position",
+__all__ = ["Trainer", "Schedule", "CheckpointError", "Interrupted", "Diverged", "Position",
            "plot_run", "config_from_run", "replay"]
 
 

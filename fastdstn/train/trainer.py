@@ -21,7 +21,7 @@ import random
 import signal
 import threading
 import time
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Callable, Dict, Iterator, List, Optional
 
 import numpy as np
 import torch
@@ -29,10 +29,9 @@ import yaml
 
 from ..config import ConfigError, RunConfig, from_dict
 from ..hyper import HyperSpace
-from ..method import Mode, SelfTuning, make_optimizers
+from ..method import SelfTuning, make_optimizers
 from . import checkpoint
 from .data import describe, load_data
-from .fixed import FixedTraining
 from .progress import Progress
 from .records import Records
 from .replay import Schedule, unconstrained
@@ -99,11 +98,14 @@ class Trainer:
     out_dir: the run directory (None: no files at all, e.g. in-process experiments).
     bundle: a fastdstn.data.DataBundle to use instead of loading `config.data`.
     replay: a Schedule whose values the fixed mode follows step by step (see `fastdstn replay`).
+    on_epoch: called with each epoch's metrics row after evaluation; it may raise to stop the run
+        (`fastdstn tune` raises optuna.TrialPruned there).
     """
 
     def __init__(self, config: RunConfig, out_dir: Optional[str] = None, *, bundle=None, progress: bool = True,
-                 replay: Optional[Schedule] = None) -> None:
-        self.config, self.out_dir = config, out_dir
+                 replay: Optional[Schedule] = None,
+                 on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
+        self.config, self.out_dir, self.on_epoch = config, out_dir, on_epoch
         train = config.train
         if replay is not None and train.mode != "fixed":
             raise ConfigError(f"train.mode: replaying a schedule needs mode 'fixed', received {train.mode!r}")
@@ -122,12 +124,9 @@ class Trainer:
         augment = make_augment(self.bundle, built.augment)
         common = dict(loss_fn=self.loss_fn, augment=augment, weight_decay=built.weight_decay,
                       batch_dim=built.batch_dim)
-        if self.mode == "fixed":
-            self.method = FixedTraining(self.model, self.space, **common)
-        else:
-            self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
-                                     linearized_hyper=train.linearized_hyper, **common)
-        self.optimizers = make_optimizers(self.model, self.space, Mode.DELTA if self.mode == "fixed" else self.mode,
+        self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
+                                 linearized_hyper=train.linearized_hyper, **common)
+        self.optimizers = make_optimizers(self.model, self.space, self.mode,
                                           lr=train.lr, response_lr=train.response_lr, momentum=train.momentum,
                                           hyper_lr=train.hyper_lr, hyper_optimizer=train.hyper_optimizer)
         self.schedulers = self._schedulers()
@@ -144,7 +143,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ building
     def _model_optimizers(self) -> List[torch.optim.Optimizer]:
         opts = [self.optimizers.general]
-        if self.mode != "fixed" and self.optimizers.response is not None:
+        if self.optimizers.response is not None:
             opts.append(self.optimizers.response)
         return opts
 
@@ -381,6 +380,8 @@ class Trainer:
             self.save_checkpoint()
         elif improved:
             self._best_row = row
+        if self.on_epoch is not None:
+            self.on_epoch(row)
 
     def _epoch_line(self, row: Dict[str, Any]) -> str:
         m = self.metric
