@@ -56,7 +56,6 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join("runs", "time_to_quality"))
     args = parser.parse_args()
 
-    base = load_config(args.preset, overrides=args.set + [f"train.epochs={args.epochs}"])
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     common = {"preset": args.preset, "epochs": args.epochs, "cpu": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "fastdstn": fastdstn.__version__,
@@ -76,7 +75,7 @@ def main() -> None:
         print(f"seed {seed} delta: {budget:.1f}s best val {curve[-1][1]:.4f} test {curve[-1][2]:.4f}", flush=True)
         for method in args.methods:
             out = os.path.join(args.out, args.preset, f"seed{seed}", method)
-            result = tune(base, method, trials=10_000, out_dir=out, budget_seconds=budget, epochs=args.epochs,
+            result = tune(config, method, trials=10_000, out_dir=out, budget_seconds=budget, epochs=args.epochs,
                           seed=seed, progress=False)
             trajectory = read_csv(os.path.join(out, "trajectory.csv"))
             curves.setdefault(method, []).append([(float(r["wall_time_s"]), float(r["best_val_loss"]))
