@@ -1,6 +1,7 @@
 // The fastdstn operator library: schemas (TORCH_LIBRARY) and the CPU kernels (TORCH_LIBRARY_IMPL).
-// The CUDA kernels register the same op bodies in cuda/stn_kernels.cu. Autograd formulas and fake
-// (meta) kernels are registered from Python in fastdstn/ops/cpp.py.
+// The CUDA kernels register the same op bodies in cuda/stn_kernels.cu, the autograd formulas (one
+// device-agnostic Autograd kernel per op) live in autograd.cpp, and the fake (meta) kernels are
+// registered from Python in fastdstn/ops/cpp.py.
 //
 // Auxiliary outputs saved for the backward: st = [s | t] = h·Vᵀ, u = x·W_rᵀ (linear) and
 // z = [z_g | z_r], the stacked convolution (conv). A `bool[k] mask` is autograd's needs_input_grad;

@@ -253,6 +253,27 @@ def test_response_substep_grads_and_frozen_primal():
         torch.testing.assert_close(g, r)
 
 
+def test_autograd_is_registered_in_cpp():
+    """The autograd formulas are C++ kernels for the Autograd key (csrc/autograd.cpp), not Python ones."""
+    for name in ("stn_linear", "stn_linear_dual", "stn_conv2d", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual"):
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdstn::{name}", "Autograd"), name
+
+
+@pytest.mark.parametrize("has_xt,has_bg,has_br", [(False, False, True), (True, False, False), (False, True, False)])
+def test_grad_of_a_subset_with_absent_optionals(has_xt, has_bg, has_br):
+    """needs_input_grad maps autograd's edges (absent optionals have none) back to argument positions."""
+    args = dense_inputs(5, 6, 4, 3, has_xt=has_xt, has_bg=has_bg, has_br=has_br)
+    y, yt = cpp.stn_linear_dual(*args)
+    y_ref, yt_ref = ref.stn_linear_dual(*args)
+    w = torch.randn_like(yt)
+    x, xt, eps, Wg, bg, Wr, br, V = args
+    for wanted in ([V], [Wr, eps], [Wg, x], [p for p in (bg, br, xt) if p is not None] or [Wr]):
+        got = torch.autograd.grad(((y + yt) * w).sum(), wanted, retain_graph=True)
+        want = torch.autograd.grad(((y_ref + yt_ref) * w).sum(), wanted, retain_graph=True)
+        for g, r in zip(got, want):
+            torch.testing.assert_close(g, r)
+
+
 def test_public_api_dispatches_to_cpp():
     args = dense_inputs(4, 5, 6, 2, dtype=torch.float32)
     with ops.use_backend("cpp"):
