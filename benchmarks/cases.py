@@ -1,22 +1,57 @@
-"""Shapes and inputs shared by the op benchmarks: the SPEC's layer sizes."""
+"""What the benchmarks measure, in one place: op shapes and inputs, and the training-step workloads.
+
+`run_all.py` times these; `test_bench_ops.py` / `test_bench_steps.py` run the same callables through
+pytest-benchmark (and, under --benchmark-disable, once each as a smoke test), so the script and the
+suite can never drift apart.
+
+Op cases. Each provider of an op case is a pair (forward, backward): forward() runs the forward with
+autograd recording (as in training) and returns what backward needs; backward(state) runs Δ-STN's
+response-sub-step backward (x, W_g, b_g frozen; gradients of ẋ, W_r, b_r, V only). The "floor"
+provider is the bare torch.mm / F.conv2d (and convolution_backward) calls of the same shapes: the
+GEMM/conv work no implementation can skip, so provider/floor is the overhead a backend adds.
+
+Step cases. Each model gives a plain PyTorch network (nn.Linear/nn.Conv2d/nn.LSTM, the same
+widths) with its SGD step, and the STN model for SelfTuning's training and hyper steps.
+"""
 from __future__ import annotations
 
-from typing import Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers, ops
+from fastdstn.models import LSTMLanguageModel, mlp, simple_cnn
+from fastdstn.models.base import dropout as dropout_hyper
 from fastdstn.ops import backends
 
-# (B, in, out): a small layer, the MLP's hidden layer at batch 128, and a large batch.
+Tensor = torch.Tensor
+Provider = Tuple[Callable[[], object], Callable[[object], None]]
+
+# ----------------------------------------------------------------------------------------------- ops
+# (B, in, out): a small layer, a 1024-wide hidden layer at batch 128, the MLP's first layer at batch 512.
 LINEAR_SHAPES: List[Tuple[int, int, int]] = [(32, 256, 256), (128, 1024, 1024), (512, 784, 1200)]
-# (B, C_in, C_out, size, kernel, padding): SimpleCNN's two convolutions and a VGG layer.
-CONV_SHAPES: List[Tuple[int, int, int, int, int, int]] = [(128, 1, 16, 28, 5, 2), (128, 16, 32, 14, 5, 2),
-                                                          (64, 64, 64, 32, 3, 1)]
+# (B, C_in, C_out, size, kernel, padding, has_xt): SimpleCNN's two convolutions (the first one sees the
+# network input, whose tangent is zero, so it gets no ẋ) and a VGG-sized layer.
+CONV_SHAPES: List[Tuple[int, int, int, int, int, int, bool]] = [
+    (128, 1, 16, 28, 5, 2, False), (128, 16, 32, 14, 5, 2, True), (64, 64, 64, 32, 3, 1, True)]
 HYPERS = 6
 
 
+def linear_label(shape) -> str:
+    B, n_in, n_out = shape
+    return f"B{B} {n_in}->{n_out}"
+
+
+def conv_label(shape) -> str:
+    B, c_in, c_out, size, k, pad, has_xt = shape
+    return f"B{B} {c_in}->{c_out} k{k} {size}x{size}" + ("" if has_xt else " no-xt")
+
+
 def cpu_backends() -> List[str]:
-    """The backends that run CPU tensors in this build."""
+    """The backends that run CPU tensors in this build (Triton is CUDA-only)."""
     names = ["reference"]
     module = backends.load("cpp")
     if module is not None and backends.supports(module, "cpu"):
@@ -24,17 +59,264 @@ def cpu_backends() -> List[str]:
     return names
 
 
-def linear_inputs(B: int, n_in: int, n_out: int, dtype=torch.float32) -> Dict[str, torch.Tensor]:
-    """Inputs of the Δ-STN response sub-step: x, W_g, b_g frozen; ẋ, W_r, b_r, V with gradients."""
-    g = torch.Generator().manual_seed(0)
-    rnd = lambda *s, grad=False: torch.randn(*s, generator=g, dtype=dtype).requires_grad_(grad)  # noqa: E731
-    return dict(x=rnd(B, n_in), xt=rnd(B, n_in, grad=True), eps=rnd(B, HYPERS), Wg=rnd(n_out, n_in) / n_in ** 0.5,
-                bg=rnd(n_out), Wr=rnd(n_out, n_in, grad=True), br=rnd(n_out, grad=True), V=rnd(2 * n_out, HYPERS, grad=True))
+def device_backends(device: torch.device) -> List[str]:
+    if device.type != "cuda":
+        return cpu_backends()
+    names = [n for n in ("reference", "cpp", "triton")
+             if backends.load(n) is not None and backends.supports(backends.load(n), "cuda")]
+    return names or ["reference"]
 
 
-def conv_inputs(B: int, c_in: int, c_out: int, size: int, kernel: int, dtype=torch.float32) -> Dict[str, torch.Tensor]:
+def _randn(g: torch.Generator, device, *shape, grad=False, scale=1.0) -> Tensor:
+    return (torch.randn(*shape, generator=g) * scale).to(device).requires_grad_(grad)
+
+
+def linear_inputs(B: int, n_in: int, n_out: int, device="cpu") -> Dict[str, Tensor]:
+    """Inputs of the Δ-STN response sub-step: x, ε, W_g, b_g frozen; ẋ, W_r, b_r, V with gradients."""
     g = torch.Generator().manual_seed(0)
-    rnd = lambda *s, grad=False: torch.randn(*s, generator=g, dtype=dtype).requires_grad_(grad)  # noqa: E731
-    w = (c_out, c_in, kernel, kernel)
-    return dict(x=rnd(B, c_in, size, size), xt=rnd(B, c_in, size, size, grad=True), eps=rnd(B, HYPERS), Wg=rnd(*w),
-                bg=rnd(c_out), Wr=rnd(*w, grad=True), br=rnd(c_out, grad=True), V=rnd(2 * c_out, HYPERS, grad=True))
+    r = lambda *s, **k: _randn(g, device, *s, **k)  # noqa: E731
+    return dict(x=r(B, n_in), xt=r(B, n_in, grad=True), eps=r(B, HYPERS), Wg=r(n_out, n_in, scale=n_in ** -0.5),
+                bg=r(n_out), Wr=r(n_out, n_in, grad=True, scale=n_in ** -0.5), br=r(n_out, grad=True),
+                V=r(2 * n_out, HYPERS, grad=True), gy=r(B, n_out))
+
+
+def conv_inputs(B: int, c_in: int, c_out: int, size: int, kernel: int, has_xt: bool = True,
+                device="cpu") -> Dict[str, Optional[Tensor]]:
+    g = torch.Generator().manual_seed(0)
+    r = lambda *s, **k: _randn(g, device, *s, **k)  # noqa: E731
+    w, fan = (c_out, c_in, kernel, kernel), c_in * kernel * kernel
+    return dict(x=r(B, c_in, size, size), xt=r(B, c_in, size, size, grad=True) if has_xt else None,
+                eps=r(B, HYPERS), Wg=r(*w, scale=fan ** -0.5), bg=r(c_out), Wr=r(*w, grad=True, scale=fan ** -0.5),
+                br=r(c_out, grad=True), V=r(2 * c_out, HYPERS, grad=True), gy=r(B, c_out, size, size))
+
+
+def _dual_provider(op: Callable, a: Dict[str, Optional[Tensor]], backend: str, **geometry) -> Provider:
+    """forward: the public op under `backend`; backward: autograd.grad of ẏ w.r.t. the response leaves."""
+    leaves = [a[k] for k in ("xt", "Wr", "br", "V") if a[k] is not None]
+
+    def forward():
+        with ops.use_backend(backend):
+            _, yt = op(a["x"], a["xt"], a["eps"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"], **geometry)
+        return yt
+
+    def backward(yt):
+        torch.autograd.grad(yt, leaves, a["gy"])
+
+    return forward, backward
+
+
+def linear_dual_case(shape, backends_: List[str], device="cpu") -> Dict[str, Provider]:
+    a = linear_inputs(*shape, device=device)
+    x, xt, Wg, Wr, gy = (a[k].detach() for k in ("x", "xt", "Wg", "Wr", "gy"))
+
+    def floor_forward():        # y = x·W_gᵀ, u = x·W_rᵀ, ẋ·W_gᵀ: SPEC §5's three forward GEMMs
+        torch.mm(x, Wg.t()), torch.mm(x, Wr.t()), torch.mm(xt, Wg.t())
+
+    def floor_backward(_):      # ∂ẋ = ∂ẏ·W_g and ∂W_r = (s⊙∂ẏ)ᵀ·x: the two backward GEMMs
+        torch.mm(gy, Wg), torch.mm(gy.t(), x)
+
+    cases = {"floor": (floor_forward, floor_backward)}
+    cases.update({b: _dual_provider(ops.stn_linear_dual, a, b) for b in backends_})
+    return cases
+
+
+def conv_dual_case(shape, backends_: List[str], device="cpu") -> Dict[str, Provider]:
+    B, c_in, c_out, size, k, pad, has_xt = shape
+    a = conv_inputs(B, c_in, c_out, size, k, has_xt, device=device)
+    x, Wg, Wr, gy = (a[n].detach() for n in ("x", "Wg", "Wr", "gy"))
+    xt = a["xt"].detach() if has_xt else None
+    geometry = dict(stride=1, padding=pad)
+
+    def floor_forward():        # conv(x, W_g), conv(x, W_r) and, when the input has a tangent, conv(ẋ, W_g)
+        F.conv2d(x, Wg, None, 1, pad), F.conv2d(x, Wr, None, 1, pad)
+        if xt is not None:
+            F.conv2d(xt, Wg, None, 1, pad)
+
+    def floor_backward(_):      # one aten convolution_backward: ∂W_r always, ∂ẋ only when ẋ exists
+        torch.ops.aten.convolution_backward(gy, x, Wg, None, [1, 1], [pad, pad], [1, 1], False, [0, 0], 1,
+                                            [has_xt, True, False])
+
+    cases = {"floor": (floor_forward, floor_backward)}
+    cases.update({b: _dual_provider(ops.stn_conv2d_dual, a, b, **geometry) for b in backends_})
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------- steps
+@dataclass
+class Workload:
+    """One model's steps. plain(): an SGD step of the plain network; stn(mode, linearized_hyper=False) ->
+    (train, hyper) steps of a fresh STN model (linearized_hyper: Δ-STN's optional linearized hyper step)."""
+
+    name: str
+    label: str
+    plain: Callable[[], None]
+    stn: Callable[..., Tuple[Callable[[], None], Callable[[], None]]]
+
+
+def _resident(model: nn.Module, *tensors) -> List[Tensor]:
+    """Tensors that live for the whole run (weights, buffers, λ/ρ, the batch): saved_bytes leaves them out."""
+    return list(model.parameters()) + list(model.buffers()) + [t for t in tensors if isinstance(t, Tensor)]
+
+
+def _sgd_step(model: nn.Module, loss_fn: Callable[[], Tensor], *batch: Tensor) -> Callable[[], None]:
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    def step():
+        loss = loss_fn()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    step.resident = _resident(model, *batch)
+    return step
+
+
+def _stn_steps(build: Callable[[], Tuple[nn.Module, list]], x: Tensor, y: Tensor, loss_fn, batch_dim=0,
+               device="cpu"):
+    def make(mode: str, linearized_hyper: bool = False):
+        model, hypers = build()
+        model = model.to(device)
+        space = HyperSpace(hypers).to(device)
+        method = SelfTuning(model, space, mode, loss_fn=loss_fn, batch_dim=batch_dim,
+                            linearized_hyper=linearized_hyper)
+        opts = make_optimizers(model, space, mode)
+
+        def train():
+            method.train_step(x, y, opts)
+
+        def hyper():
+            method.hyper_step(x, y, opts.hyper)
+        train.resident = hyper.resident = _resident(model, x, y, *space.parameters())
+        return train, hyper
+    return make
+
+
+MLP_SIZES, MLP_BATCH, MLP_RATES = (784, 1200, 1200, 10), 128, (0.2, 0.5, 0.5)
+
+
+def mlp_workload(device="cpu", small: bool = False) -> Workload:
+    """small: a 32-16-16-10 net at batch 8, for the smoke test (same code path, milliseconds)."""
+    sizes, batch = ((32, 16, 16, 10), 8) if small else (MLP_SIZES, MLP_BATCH)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, sizes[0], generator=g).to(device)
+    y = torch.randint(0, sizes[-1], (batch,), generator=g).to(device)
+    layers: List[nn.Module] = []
+    for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers += [nn.Dropout(MLP_RATES[i]), nn.Linear(n_in, n_out)] + ([nn.ReLU()] if i < 2 else [])
+    plain = nn.Sequential(*layers).to(device)
+
+    def build():
+        built = mlp(sizes[0], sizes[1:-1], sizes[-1])
+        return built.model, [Hyper(h.name, r, h.low, h.high) for h, r in zip(built.hypers, MLP_RATES)]
+    return Workload("mlp", f"MLP {'-'.join(map(str, sizes))} B{batch}",
+                    _sgd_step(plain, lambda: F.cross_entropy(plain(x), y), x, y),
+                    _stn_steps(build, x, y, F.cross_entropy, device=device))
+
+
+class PlainCNN(nn.Module):
+    """SimpleCNN's layers as plain PyTorch modules (dropout rates as the STN model's defaults)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.drop_in, self.drop1, self.drop2, self.drop_fc = (nn.Dropout(0.05), nn.Dropout2d(0.05),
+                                                              nn.Dropout2d(0.05), nn.Dropout(0.05))
+        self.conv1, self.conv2 = nn.Conv2d(1, 16, 5, padding=2), nn.Conv2d(16, 32, 5, padding=2)
+        self.fc1, self.fc2 = nn.Linear(1568, 1568), nn.Linear(1568, 10)
+
+    def forward(self, x):
+        x = self.drop1(F.max_pool2d(F.relu(self.conv1(self.drop_in(x))), 2))
+        x = self.drop2(F.max_pool2d(F.relu(self.conv2(x)), 2))
+        return self.fc2(self.drop_fc(F.relu(self.fc1(x.flatten(1)))))
+
+
+def cnn_workload(device="cpu", small: bool = False) -> Workload:
+    """Fashion-MNIST-sized SimpleCNN (H = 6: 4 dropouts + cutout length/holes). The cutout hypers are in the
+    space, but no augmentation runs here (benchmarks/bench_augment.py times augmentation on its own), so the
+    step ratios isolate the STN machinery. small: batch 4 (smoke test)."""
+    batch = 4 if small else 128
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
+    y = torch.randint(0, 10, (batch,), generator=g).to(device)
+    plain = PlainCNN().to(device)
+
+    def build():
+        built = simple_cnn()
+        return built.model, built.hypers
+    return Workload("cnn", f"SimpleCNN 28x28 B{batch}", _sgd_step(plain, lambda: F.cross_entropy(plain(x), y), x, y),
+                    _stn_steps(build, x, y, F.cross_entropy, device=device))
+
+
+LM_VOCAB, LM_SIZE, LM_LAYERS, LM_BPTT, LM_BATCH = 10000, 200, 2, 35, 20
+
+
+class PlainLM(nn.Module):
+    """The LSTM LM with nn.LSTM (ATen's fused CPU LSTM), tied embeddings, plain dropout."""
+
+    def __init__(self, vocab: int, size: int, layers: int) -> None:
+        super().__init__()
+        self.encoder = nn.Embedding(vocab, size)
+        self.lstm = nn.LSTM(size, size, layers, dropout=0.1)
+        self.decoder = nn.Linear(size, vocab)
+        self.decoder.weight = self.encoder.weight
+        self.drop = nn.Dropout(0.1)
+
+    def forward(self, tokens):
+        out, _ = self.lstm(self.drop(self.encoder(tokens)))
+        return self.decoder(self.drop(out))
+
+
+def lm_loss(out: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+
+
+def lstm_workload(device="cpu", small: bool = False) -> Workload:
+    """A small PTB-vocabulary LM: 2 × 200 LSTM, bptt 35, batch 20 (time-major tokens). The STN model carries
+    its hidden state between steps (as in training); the plain one starts each window at zero: the
+    difference is one state copy, noise next to the step. small: vocab 50, 2 × 8, bptt 3, batch 2."""
+    vocab, size, layers, bptt, batch = (50, 8, 2, 3, 2) if small else (LM_VOCAB, LM_SIZE, LM_LAYERS, LM_BPTT,
+                                                                        LM_BATCH)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (bptt, batch), generator=g).to(device)
+    y = torch.randint(0, vocab, (bptt, batch), generator=g).to(device)
+    plain = PlainLM(vocab, size, layers).to(device)
+
+    def build():
+        hypers = [dropout_hyper("dropout_in", 0.1), dropout_hyper("dropout_h", 0.1),
+                  dropout_hyper("dropout_out", 0.1), Hyper("dropconnect", 0.1, 0.0, 0.95, per_example=False)]
+        return LSTMLanguageModel(vocab, size, layers, len(hypers)), hypers
+    return Workload("lstm", f"LSTM LM {layers}x{size} V{vocab} bptt{bptt} B{batch}",
+                    _sgd_step(plain, lambda: lm_loss(plain(x), y), x, y),
+                    _stn_steps(build, x, y, lm_loss, batch_dim=1, device=device))
+
+
+WORKLOADS: Dict[str, Callable[..., Workload]] = {"mlp": mlp_workload, "cnn": cnn_workload, "lstm": lstm_workload}
+MODES = ("stn", "centered", "delta")
+# Every timed step: (name, mode, phase, linearized_hyper). "delta:hyper_lin" is SPEC §4's optional linearized
+# hyper step, timed so that its cost is on record next to the default one.
+STEPS = [(f"{m}:{p}", m, p, False) for m in MODES for p in ("train", "hyper")]
+STEPS.append(("delta:hyper_lin", "delta", "hyper", True))
+
+
+def saved_bytes(step: Callable[[], None], resident: Iterable[Tensor] = ()) -> int:
+    """Bytes of the distinct storages autograd saves for backward during one step, summed over the step's
+    backward passes (centered / Δ-STN run two): the activation memory the step's graphs hold. A storage
+    saved by several nodes counts once, and the storages of `resident` tensors (weights, λ, the batch) are
+    left out: a backend that saves a reference to a weight (the C++ ops' save_for_backward does) costs no
+    memory for it. The hook keeps every saved storage alive until the step ends, so that the allocator
+    cannot hand a freed address to a later sub-step's tensor and make two storages look like one (which
+    made the number drift by ~20% between runs)."""
+    skip = {(str(t.device), t.untyped_storage().data_ptr()) for t in resident}
+    seen: Dict[Tuple[str, int], int] = {}
+    alive: List[Tensor] = []
+
+    def pack(t: Tensor):
+        storage = t.untyped_storage()
+        where = (str(t.device), storage.data_ptr())
+        if where not in skip and where not in seen:
+            seen[where] = storage.nbytes()
+            alive.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        step()
+    alive.clear()
+    return sum(seen.values())

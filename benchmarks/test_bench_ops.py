@@ -1,39 +1,38 @@
-"""Op benchmarks: Δ-STN's dual linear/conv, forward + response-sub-step backward, per backend."""
+"""Op benchmarks (pytest-benchmark): each dual op's forward + Δ-STN response-sub-step backward, per
+backend, and the GEMM/conv floor of the same shapes. The callables come from cases.py, the same ones
+run_all.py times, so this suite (or its --benchmark-disable smoke run in `make test`) exercises them.
+
+    pytest benchmarks/test_bench_ops.py --benchmark-group-by=group      # timed, grouped by op and shape
+"""
 import pytest
 
-from cases import CONV_SHAPES, LINEAR_SHAPES, conv_inputs, cpu_backends, linear_inputs
-from fastdstn import ops
+import cases
+
+PROVIDERS = ["floor"] + cases.cpu_backends()
 
 
-def _run_linear(a):
-    y, yt = ops.stn_linear_dual(a["x"], a["xt"], a["eps"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"])
-    yt.sum().backward()
-    return y
+def _run(pair):
+    forward, backward = pair
+    backward(forward())
 
 
-def _run_conv(a, padding):
-    y, yt = ops.stn_conv2d_dual(a["x"], a["xt"], a["eps"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"], padding=padding)
-    yt.sum().backward()
-    return y
-
-
-@pytest.mark.parametrize("backend", cpu_backends())
-@pytest.mark.parametrize("shape", LINEAR_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_stn_linear_dual(benchmark, backend, shape):
-    a = linear_inputs(*shape)
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("shape", cases.LINEAR_SHAPES, ids=cases.linear_label)
+def test_stn_linear_dual(benchmark, provider, shape):
     B, n_in, n_out = shape
-    benchmark.extra_info.update(flops=2 * B * n_in * n_out * 5, backend=backend)   # 3 GEMMs forward, 2 backward
-    benchmark.group = f"stn_linear_dual {shape}"
-    with ops.use_backend(backend):
-        benchmark.pedantic(_run_linear, args=(a,), rounds=10, warmup_rounds=2)
+    pair = cases.linear_dual_case(shape, [p for p in PROVIDERS if p != "floor"])[provider]
+    # 3 weight GEMMs forward, 2 backward (SPEC §5), whatever the provider.
+    benchmark.extra_info.update(flops=2 * B * n_in * n_out * 5, provider=provider)
+    benchmark.group = f"stn_linear_dual {cases.linear_label(shape)}"
+    benchmark.pedantic(_run, args=(pair,), rounds=10, warmup_rounds=2)
 
 
-@pytest.mark.parametrize("backend", cpu_backends())
-@pytest.mark.parametrize("shape", CONV_SHAPES, ids=lambda s: "x".join(map(str, s)))
-def test_stn_conv2d_dual(benchmark, backend, shape):
-    B, c_in, c_out, size, kernel, padding = shape
-    a = conv_inputs(B, c_in, c_out, size, kernel)
-    benchmark.extra_info.update(flops=2 * B * size * size * c_in * c_out * kernel * kernel * 5, backend=backend)
-    benchmark.group = f"stn_conv2d_dual {shape}"
-    with ops.use_backend(backend):
-        benchmark.pedantic(_run_conv, args=(a, padding), rounds=5, warmup_rounds=1)
+@pytest.mark.parametrize("provider", PROVIDERS)
+@pytest.mark.parametrize("shape", cases.CONV_SHAPES, ids=cases.conv_label)
+def test_stn_conv2d_dual(benchmark, provider, shape):
+    B, c_in, c_out, size, k, pad, has_xt = shape
+    pair = cases.conv_dual_case(shape, [p for p in PROVIDERS if p != "floor"])[provider]
+    convs = 5 if has_xt else 3          # forward: x*W_g, x*W_r (+ ẋ*W_g); backward: ∂W_r (+ ∂ẋ)
+    benchmark.extra_info.update(flops=2 * B * size * size * c_in * c_out * k * k * convs, provider=provider)
+    benchmark.group = f"stn_conv2d_dual {cases.conv_label(shape)}"
+    benchmark.pedantic(_run, args=(pair,), rounds=5, warmup_rounds=1)

@@ -1,41 +1,40 @@
-"""Training-step benchmarks: plain SGD step against the STN modes on the SPEC's MLP."""
+"""Training-step benchmarks (pytest-benchmark): a plain SGD step against STN / centered / Δ-STN training
+and hyper steps, with each CPU backend, for the MLP, SimpleCNN and the LSTM LM of cases.py.
+
+Under --benchmark-disable (the smoke run of `make test`) each body runs once on the small variant of
+each workload: the same code path in milliseconds, which keeps the smoke run of benchmarks/ well under
+a minute on 2 busy cores. Timed runs use the real sizes; run_all.py is the interleaved, ratio-reporting
+version of the same measurement.
+"""
 import pytest
-import torch
-import torch.nn.functional as F
 
-import bench_steps
-from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers
+import cases
+from fastdstn import ops
 
-
-@pytest.fixture(scope="module")
-def batch():
-    torch.manual_seed(0)
-    return torch.randn(bench_steps.BATCH, bench_steps.SIZES[0]), torch.randint(0, 10, (bench_steps.BATCH,))
+STEPS = {name: (mode, phase, linearized) for name, mode, phase, linearized in cases.STEPS}
 
 
-def test_plain_step(benchmark, batch):
-    x, y = batch
-    model = bench_steps.plain_mlp()
-    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-
-    def step():
-        loss = F.cross_entropy(model(x), y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    benchmark.group = "training step"
-    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+@pytest.mark.parametrize("model", list(cases.WORKLOADS))
+def test_plain_step(benchmark, model):
+    workload = cases.WORKLOADS[model](small=benchmark.disabled)
+    benchmark.group = f"steps {model}"
+    benchmark.extra_info.update(saved_MB=cases.saved_bytes(workload.plain, workload.plain.resident) / 2 ** 20)
+    benchmark.pedantic(workload.plain, rounds=5, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("mode", ["delta", "centered", "stn"])
-@pytest.mark.parametrize("phase", ["train", "hyper"])
-def test_stn_step(benchmark, batch, mode, phase):
-    x, y = batch
-    space = HyperSpace([Hyper(f"drop{i}", r, 0.0, 0.95) for i, r in enumerate(bench_steps.RATES)])
-    model = bench_steps.stn_mlp(space)
-    method = SelfTuning(model, space, mode, loss_fn=F.cross_entropy)
-    optimizers = make_optimizers(model, space, mode)
-    step = (lambda: method.train_step(x, y, optimizers)) if phase == "train" else (lambda: method.hyper_step(x, y, optimizers.hyper))
-    benchmark.group = "training step" if phase == "train" else "hyper step"
-    benchmark.pedantic(step, rounds=10, warmup_rounds=2)
+@pytest.mark.parametrize("backend", cases.cpu_backends())
+@pytest.mark.parametrize("step", list(STEPS))
+@pytest.mark.parametrize("model", list(cases.WORKLOADS))
+def test_stn_step(benchmark, model, step, backend):
+    workload = cases.WORKLOADS[model](small=benchmark.disabled)
+    mode, phase, linearized = STEPS[step]
+    train, hyper = workload.stn(mode, linearized_hyper=linearized)
+    fn = train if phase == "train" else hyper
+
+    def run():
+        with ops.use_backend(backend):
+            fn()
+
+    benchmark.group = f"steps {model}"
+    benchmark.extra_info.update(saved_MB=cases.saved_bytes(run, fn.resident) / 2 ** 20, backend=backend)
+    benchmark.pedantic(run, rounds=5, warmup_rounds=1)

@@ -65,11 +65,12 @@ def test_a_signal_mid_epoch_checkpoints_and_resumes_exactly(tmp_path, signum):
     out = str(tmp_path / "signalled")
     interrupted = SignalAt(tiny_config(), out, progress=False)
     interrupted.signum = signum
+    before = signal.getsignal(signum)     # SIG_IGN when the suite runs in a background job
     with pytest.raises(Interrupted, match=signal.Signals(signum).name):
         interrupted.fit()
     saved = checkpoint.load(os.path.join(out, "checkpoints", "last.ckpt"))
     assert saved["position"]["batch"] == SignalAt.at + 1 and saved["position"]["epoch"] == 0
-    assert signal.getsignal(signum) in (signal.default_int_handler, signal.SIG_DFL)   # handlers restored
+    assert signal.getsignal(signum) == before   # handlers restored
     resumed = Trainer(tiny_config(), out, progress=False)
     resumed.fit(resume=True)
     assert_same_state(reference, resumed)
