@@ -7,13 +7,15 @@ loss against wall-clock for every method, and the test loss of each method's bes
     python benchmarks/time_to_quality.py --preset uci-linear --epochs 20 --seeds 0 1 2
     python benchmarks/time_to_quality.py --preset fmnist-cnn --epochs 3 --set data.train_size=6000
 
-Appends rows to benchmarks/time_to_quality.csv and writes benchmarks/time_to_quality_<preset>.png.
+Appends rows to benchmarks/time_to_quality.csv and writes benchmarks/time_to_quality_<preset>.png;
+--report-only rebuilds both from the run directories.
 """
 from __future__ import annotations
 
 import argparse
 import csv
 import datetime
+import json
 import math
 import os
 import platform
@@ -46,45 +48,45 @@ def delta_curve(run_dir: str):
     return curve
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--preset", required=True)
-    parser.add_argument("--epochs", type=int, required=True, help="epochs of the Δ-STN run and of every trial")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
-    parser.add_argument("--methods", nargs="+", default=["random", "tpe", "gp"])
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
-    parser.add_argument("--out", default=os.path.join("runs", "time_to_quality"))
-    args = parser.parse_args()
+def run(preset: str, epochs: int, seed: int, methods, overrides, out: str) -> None:
+    """Δ-STN once, then each black-box method with the Δ-STN run's wall-clock as its budget."""
+    config = load_config(preset, overrides=overrides + [f"train.epochs={epochs}", f"train.seed={seed}",
+                                                        "train.mode=delta"])
+    run_dir = os.path.join(out, preset, f"seed{seed}", "delta")
+    Trainer(config, run_dir, progress=False).fit()
+    budget = delta_curve(run_dir)[-1][0]
+    print(f"seed {seed} delta: {budget:.1f}s", flush=True)
+    for method in methods:
+        result = tune(config, method, trials=10_000, out_dir=os.path.join(out, preset, f"seed{seed}", method),
+                      budget_seconds=budget, epochs=epochs, seed=seed, progress=False)
+        print(f"seed {seed} {method}: {result['trials']} trials in {result['wall_time_s']:.1f}s", flush=True)
 
+
+def report(preset: str, epochs: int, seeds, methods, out: str) -> None:
+    """Rows for benchmarks/time_to_quality.csv and the plot, read back from the run directories."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    common = {"preset": args.preset, "epochs": args.epochs, "cpu": platform.processor() or platform.machine(),
+    common = {"preset": preset, "epochs": epochs, "cpu": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "fastdstn": fastdstn.__version__,
               "timestamp": stamp}
     rows, curves = [], {}
-    for seed in args.seeds:
-        config = load_config(args.preset, overrides=args.set + [f"train.epochs={args.epochs}", f"train.seed={seed}",
-                                                                "train.mode=delta"])
-        run_dir = os.path.join(args.out, args.preset, f"seed{seed}", "delta")
-        summary = Trainer(config, run_dir, progress=False).fit()
+    for seed in seeds:
+        run_dir = os.path.join(out, preset, f"seed{seed}", "delta")
         curve = delta_curve(run_dir)
+        with open(os.path.join(run_dir, "summary.json")) as f:
+            synthetic = json.load(f)["synthetic_data"]
         curves.setdefault("delta", []).append([(t, v) for t, v, _ in curve])
-        budget = curve[-1][0]
-        rows.append({**common, "seed": seed, "method": "delta", "runs": 1, "wall_time_s": round(budget, 2),
-                     "best_val_loss": curve[-1][1], "best_test_loss": curve[-1][2],
-                     "synthetic_data": summary["synthetic_data"]})
-        print(f"seed {seed} delta: {budget:.1f}s best val {curve[-1][1]:.4f} test {curve[-1][2]:.4f}", flush=True)
-        for method in args.methods:
-            out = os.path.join(args.out, args.preset, f"seed{seed}", method)
-            result = tune(config, method, trials=10_000, out_dir=out, budget_seconds=budget, epochs=args.epochs,
-                          seed=seed, progress=False)
-            trajectory = read_csv(os.path.join(out, "trajectory.csv"))
+        rows.append({**common, "seed": seed, "method": "delta", "runs": 1, "wall_time_s": round(curve[-1][0], 2),
+                     "best_val_loss": curve[-1][1], "best_test_loss": curve[-1][2], "synthetic_data": synthetic})
+        for method in methods:
+            study_dir = os.path.join(out, preset, f"seed{seed}", method)
+            with open(os.path.join(study_dir, "tune_summary.json")) as f:
+                result = json.load(f)
+            trajectory = read_csv(os.path.join(study_dir, "trajectory.csv"))
             curves.setdefault(method, []).append([(float(r["wall_time_s"]), float(r["best_val_loss"]))
                                                   for r in trajectory if r["best_val_loss"] not in ("", None)])
             rows.append({**common, "seed": seed, "method": method, "runs": result["trials"],
                          "wall_time_s": result["wall_time_s"], "best_val_loss": result["best_val_loss"],
                          "best_test_loss": result["best_test_loss"], "synthetic_data": result["synthetic_data"]})
-            print(f"seed {seed} {method}: {result['trials']} trials in {result['wall_time_s']:.1f}s, best val "
-                  f"{result['best_val_loss']} test {result['best_test_loss']}", flush=True)
 
     csv_path = os.path.join(HERE, "time_to_quality.csv")
     new_file = not os.path.exists(csv_path)
@@ -103,15 +105,32 @@ def main() -> None:
                         marker="o" if method == "delta" else None, markersize=3)
     ax.set_xlabel("wall-clock (s)")
     ax.set_ylabel("best validation loss so far")
-    ax.set_title(f"{args.preset}: {args.epochs} epochs per run, seeds {args.seeds}")
+    ax.set_title(f"{preset}: {epochs} epochs per run, seeds {list(seeds)}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(HERE, f"time_to_quality_{args.preset}.png"), dpi=120)
+    fig.savefig(os.path.join(HERE, f"time_to_quality_{preset}.png"), dpi=120)
     print("| method | seed | runs | wall s | best val | test of best |")
     print("|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['seed']} | {r['runs']} | {r['wall_time_s']} | {r['best_val_loss']} | "
               f"{r['best_test_loss']} |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", required=True)
+    parser.add_argument("--epochs", type=int, required=True, help="epochs of the Δ-STN run and of every trial")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--methods", nargs="+", default=["random", "tpe", "gp"])
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
+    parser.add_argument("--out", default=os.path.join("runs", "time_to_quality"))
+    parser.add_argument("--report-only", action="store_true",
+                        help="read the finished run directories (an interrupted study resumes with `fastdstn tune`)")
+    args = parser.parse_args()
+    if not args.report_only:
+        for seed in args.seeds:
+            run(args.preset, args.epochs, seed, args.methods, args.set, args.out)
+    report(args.preset, args.epochs, args.seeds, args.methods, args.out)
 
 
 if __name__ == "__main__":

@@ -207,12 +207,11 @@ T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
   return {y, st, u};
 }
 
-T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
-                       std::array<bool, 7> mask) {
-  // mask: x, h, Wg, bg, Wr, br, V
-  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
-  const bool need_a = mask[0] || mask[4], need_dst = mask[1] || mask[6], need_tg = mask[5] && brc.defined();
+// Backward of the linear response epilogue s⊙u + t⊙b_r for the (B, C) cotangent g, in one fused pass:
+// a = s⊙g (for ∂W_r and ∂x), d[s|t] (for ∂h and ∂V) and t⊙g (summed into ∂b_r), each only when needed.
+static std::tuple<Tensor, Tensor, Tensor> linear_response_backward(const Tensor& g, const Tensor& x, const Tensor& st,
+                                                                   const Tensor& u, const Tensor& brc, bool need_a,
+                                                                   bool need_dst, bool need_tg) {
   Tensor a = need_a ? at::empty_like(g) : Tensor();
   Tensor dst = need_dst ? at::empty_like(st) : Tensor();
   Tensor tg = need_tg ? at::empty_like(g) : Tensor();
@@ -228,6 +227,16 @@ T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
   e.dst = need_dst ? dst.data_ptr() : nullptr;
   e.tg = need_tg ? tg.data_ptr() : nullptr;
   if (need_a || need_dst || need_tg) run(e, x);
+  return {a, dst, tg};
+}
+
+T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
+                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
+                       std::array<bool, 7> mask) {
+  // mask: x, h, Wg, bg, Wr, br, V
+  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
+  const bool need_a = mask[0] || mask[4], need_dst = mask[1] || mask[6], need_tg = mask[5] && brc.defined();
+  const auto [a, dst, tg] = linear_response_backward(g, x, st, u, brc, need_a, need_dst, need_tg);
 
   Tensor dx, dh, dWg, dbg, dWr, dbr, dV;
   if (mask[0]) dx = at::mm(g, Wg).addmm_(a, Wr);
@@ -275,21 +284,7 @@ T8 stn_linear_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
   if (present(gyt)) {
     const Tensor g = gyt->contiguous();
     const bool need_a = mask[0] || mask[5], need_dst = mask[2] || mask[7], need_tg = mask[6] && brc.defined();
-    Tensor a = need_a ? at::empty_like(g) : Tensor();
-    Tensor dst = need_dst ? at::empty_like(st) : Tensor();
-    Tensor tg = need_tg ? at::empty_like(g) : Tensor();
-    DenseBackward e{x.scalar_type()};
-    e.B = g.size(0);
-    e.C = g.size(1);
-    e.g = g.data_ptr();
-    e.zr = plain_operand(u, e.C, 1);
-    e.st = st.data_ptr();
-    e.has_t = brc.defined();
-    e.br = ptr_or_null(brc);
-    if (need_a) e.a = plain_operand(a, e.C, 1);
-    e.dst = need_dst ? dst.data_ptr() : nullptr;
-    e.tg = need_tg ? tg.data_ptr() : nullptr;
-    if (need_a || need_dst || need_tg) run(e, x);
+    const auto [a, dst, tg] = linear_response_backward(g, x, st, u, brc, need_a, need_dst, need_tg);
     if (mask[0]) dx = at::mm(a, Wr);
     if (mask[1]) dxt = at::mm(g, Wg);
     if (mask[2]) deps = at::mm(dst, V);
