@@ -377,10 +377,31 @@ def render_markdown(rows: List[Row], command: str = "python benchmarks/run_all.p
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
     out += observations(table, rat)
+    out += time_to_quality_section(directory)
     plots = [p for p in ("ops_ratio.png", "steps_ratio.png") if os.path.exists(os.path.join(directory, p))]
     if plots:
         out += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(out)
+
+
+def time_to_quality_section(directory: str) -> List[str]:
+    """The rows of time_to_quality.csv (written by benchmarks/time_to_quality.py), as a table."""
+    path = os.path.join(directory, "time_to_quality.csv")
+    if not os.path.exists(path):
+        return []
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    out = ["## Time to quality", "",
+           "`python benchmarks/time_to_quality.py --preset P --epochs E --seeds ...`: one Δ-STN run against Optuna's "
+           "random search, TPE and GP-BO (`fixed`-mode trials, median pruning), each given the Δ-STN run's "
+           "wall-clock. Best validation loss and the test loss of that model; lower is better.", "",
+           "| preset | epochs | seed | method | runs | wall s | best val | test of best | measured |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        out.append(f"| {r['preset']} | {r['epochs']} | {r['seed']} | {r['method']} | {r['runs']} | "
+                   f"{float(r['wall_time_s']):.1f} | {float(r['best_val_loss']):.4f} | "
+                   f"{float(r['best_test_loss']):.4f} | {r['timestamp']} |")
+    return out + [""]
 
 
 NOISY = 2.0     # p80 / p20 above this: the number is dominated by the machine's load, not by the code
