@@ -36,7 +36,7 @@ class LSTMLanguageModel(nn.Module):
         self.lstm = StnLSTM(size, size, num_hypers, num_layers=layers, dropconnect="dropconnect",
                             layer_dropout="dropout_h")
         self.drop_out = StnLockedDropout("dropout_out")
-        self.decoder = StnLinear(size, vocab, num_hypers)
+        self.decoder = StnLinear(size, vocab, num_hypers, batch_dim=1)
         self.decoder.weight = self.encoder.weight      # tied input and output embeddings
         self.stream = "train"
         self._states: Dict[str, State] = {}
@@ -67,8 +67,7 @@ class LSTMLanguageModel(nn.Module):
         out, (h, c) = self.lstm(x, state)
         if self._advances():
             self._states[self.stream] = (_primal(h), _primal(c))
-        # StnLinear reads examples along dim 0: decode batch-first, hand back time-major.
-        return self.decoder(self.drop_out(out).transpose(0, 1)).transpose(0, 1)
+        return self.decoder(self.drop_out(out))
 
     # The carried states travel with the state_dict, so that a mid-epoch checkpoint resumes exactly.
     def get_extra_state(self):
