@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _report(summary: dict, out_dir: str) -> None:
+    if int(os.environ.get("RANK", "0")) != 0:    # under torchrun, rank 0 speaks for the run
+        return
     final = summary.get("final") or {}
     metric = next((k[4:] for k in final if k.startswith("val_") and k != "val_loss"), None)
     print(f"done in {summary['wall_time_s']:.1f}s ({summary['steps']} steps, {summary['hyper_steps']} hyper steps): "

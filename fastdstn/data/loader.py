@@ -75,6 +75,28 @@ class TensorLoader:
         self.inputs, self.targets = inputs, targets
         self.shuffle, self.salt, self.drop_last, self.transform = bool(shuffle), int(salt), bool(drop_last), transform
         self.epoch = 0
+        self.rank, self.world_size, self.pad = 0, 1, False
+
+    def shard(self, rank: int, world_size: int, *, pad: bool) -> "TensorLoader":
+        """This process's share of every epoch in a run of `world_size` processes, dealt as
+        torch.utils.data.DistributedSampler deals: the epoch's order (the same on every rank), then every
+        world_size-th example from `rank` on. pad: first wrap the order around to a multiple of world_size, so
+        every rank gets as many batches as the others (training: DDP's collectives need the same number of steps
+        on every rank); without it the shards partition the examples exactly (evaluation)."""
+        world_size = _check_int("world_size", world_size, 1)
+        rank = _check_int("rank", rank, 0)
+        if rank >= world_size:
+            raise ValueError(f"rank: expected < world_size={world_size}, received {rank}")
+        if self.rank != 0 or self.world_size != 1:
+            raise ValueError("shard: this loader is already a shard; shard the full loader")
+        if self.num_examples < world_size:
+            raise ValueError(f"shard: {self.num_examples} examples cannot be dealt to {world_size} processes")
+        part = TensorLoader.__new__(TensorLoader)
+        part.__dict__.update(self.__dict__)
+        part.rank, part.world_size, part.pad = rank, world_size, bool(pad)
+        if len(part) == 0:
+            raise ValueError(f"shard: rank {rank} of {world_size} gets no batch of batch_size={self.batch_size}")
+        return part
 
     @property
     def device(self) -> torch.device:
@@ -82,18 +104,32 @@ class TensorLoader:
 
     @property
     def num_examples(self) -> int:
+        """Examples stored (all ranks together)."""
         return int(self.inputs.shape[0])
 
+    @property
+    def examples_per_epoch(self) -> int:
+        """Examples this loader yields per epoch (this rank's share when sharded)."""
+        n, w = self.num_examples, self.world_size
+        return -(-n // w) if self.pad else len(range(self.rank, n, w))
+
     def __len__(self) -> int:
-        n, b = self.num_examples, self.batch_size
+        n, b = self.examples_per_epoch, self.batch_size
         return n // b if self.drop_last else -(-n // b)
 
     def order(self, epoch: int) -> Tensor:
-        """The example order of `epoch` (a CPU int64 tensor)."""
+        """The example order of `epoch` (a CPU int64 tensor); this rank's part of it when sharded."""
         epoch = _check_int("epoch", epoch, 0)
         if not self.shuffle:
-            return torch.arange(self.num_examples)
-        return torch.randperm(self.num_examples, generator=epoch_generator(self.seed, self.salt, epoch))
+            order = torch.arange(self.num_examples)
+        else:
+            order = torch.randperm(self.num_examples, generator=epoch_generator(self.seed, self.salt, epoch))
+        if self.world_size == 1:
+            return order
+        if self.pad:
+            order = order.repeat(-(-self.examples_per_epoch * self.world_size // self.num_examples))
+            order = order[:self.examples_per_epoch * self.world_size]
+        return order[self.rank::self.world_size]
 
     def batches(self, epoch: int, start: int = 0) -> Iterator[Batch]:
         start = _check_int("start", start, 0)
@@ -104,7 +140,7 @@ class TensorLoader:
 
     def _iterate(self, order: Tensor, start: int) -> Iterator[Batch]:
         # One host→device copy of the permutation per epoch; each batch is then an on-device gather.
-        order = order.to(self.device, non_blocking=True) if self.shuffle else None
+        order = order.to(self.device, non_blocking=True) if self.shuffle or self.world_size > 1 else None
         b = self.batch_size
         for i in range(start, len(self)):
             if order is None:
@@ -132,8 +168,9 @@ class TensorLoader:
         return moved
 
     def __repr__(self) -> str:
-        return (f"TensorLoader({self.num_examples} examples, batch_size={self.batch_size}, {len(self)} batches, "
-                f"shuffle={self.shuffle}, device={self.device})")
+        shard = f", rank {self.rank} of {self.world_size}" if self.world_size > 1 else ""
+        return (f"TensorLoader({self.examples_per_epoch} examples{shard}, batch_size={self.batch_size}, "
+                f"{len(self)} batches, shuffle={self.shuffle}, device={self.device})")
 
 
 class BatchStream:
@@ -232,6 +269,23 @@ class SequenceLoader:
 
     def stream(self, epoch: int = 0, index: int = 0) -> BatchStream:
         return BatchStream(self, epoch, index)
+
+    def shard(self, rank: int, world_size: int) -> "SequenceLoader":
+        """This process's share in a run of `world_size` processes: the `rank`-th of world_size equal contiguous
+        stretches of every column (plus the one row its last targets need), so the hidden state still flows
+        through consecutive text, every rank has the same number of batches, and the shards' targets
+        partition the stream's; up to world_size − 1 final rows are left out when the steps do not divide."""
+        world_size = _check_int("world_size", world_size, 1)
+        rank = _check_int("rank", rank, 0)
+        if rank >= world_size:
+            raise ValueError(f"rank: expected < world_size={world_size}, received {rank}")
+        steps = (self.data.shape[0] - 1) // world_size
+        if steps < 1:
+            raise ValueError(f"shard: {self.data.shape[0]} steps per column cannot be dealt to {world_size} processes")
+        part = SequenceLoader.__new__(SequenceLoader)
+        part.__dict__.update(self.__dict__)
+        part.data = self.data[rank * steps: (rank + 1) * steps + 1]
+        return part
 
     def to(self, device) -> "SequenceLoader":
         moved = SequenceLoader.__new__(SequenceLoader)

@@ -14,7 +14,9 @@ from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional
 
 import torch
 import torch.autograd.forward_ad as fwAD
+import torch.distributed as dist
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 
 from ..hyper.feed import feeding
@@ -98,6 +100,22 @@ def linearized(outputs):
     return tree_map(add_tangent, outputs)
 
 
+class _Network(nn.Module):
+    """The model's forward, linearized on request (ŷ = y + ẏ): the module DistributedDataParallel wraps.
+    DDP finds the parameters a step uses by walking back from the output its forward returns; in Δ-STN's
+    response sub-step the response parameters reach the loss only through the tangent ẏ, so a DDP around the
+    bare model (whose output's graph is the primal's) would call them unused and then fail when their
+    gradients arrive. Returning ŷ puts them on the walked graph."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs: Tensor, linearize: bool = False):
+        outputs = self.model(inputs)
+        return linearized(outputs) if linearize else outputs
+
+
 class SelfTuning:
     """A model made of STN layers, its hyperparameter space and the method (SPEC §4–§7); mode
     "fixed" trains the general weights alone at the current λ (no perturbation, no hyper step).
@@ -122,9 +140,52 @@ class SelfTuning:
         self.linearized_hyper = linearized_hyper
         self._response = response_parameters(model)
         self._general = general_parameters(model)
+        self._local = _Network(model)
+        self._network: nn.Module = self._local   # the training sub-steps' forward (DDP-wrapped by distribute)
+        self._group: Optional[dist.ProcessGroup] = None
         if not self._response:
             raise ValueError("model: has no STN layer (StnLinear, StnConv2d, StnEmbedding, StnLSTM); "
                              "build it from fastdstn.nn or pass it through fastdstn.convert first")
+
+    def distribute(self, process_group: Optional[dist.ProcessGroup] = None, **ddp_options) -> None:
+        """Train as one of the ranks of `process_group` (default: the default group, which must exist).
+
+        The training sub-steps run the model under DistributedDataParallel, which all-reduces the gradients of
+        whichever group a sub-step updates (find_unused_parameters: the general sub-step never uses the
+        response parameters and the response sub-step has the general ones frozen). The hyper step averages the
+        gradients of λ and ρ over the ranks, so every rank keeps the same model and the same hyperparameters while
+        drawing its own perturbations and dropout masks. ddp_options go to DistributedDataParallel
+        (device_ids=[local GPU] on CUDA)."""
+        if not dist.is_available() or not dist.is_initialized():
+            raise RuntimeError("distribute: no process group; call torch.distributed.init_process_group first "
+                               "(fastdstn train does so under torchrun)")
+        self._group = process_group or dist.group.WORLD
+        for p in self.space.parameters():    # identical λ, ρ on every rank from the first step on
+            dist.broadcast(p.data, src=dist.get_global_rank(self._group, 0), group=self._group)
+        self._network = DistributedDataParallel(self._local, process_group=self._group,
+                                                find_unused_parameters=True, **ddp_options)
+
+    def sync_buffers(self) -> None:
+        """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them at the start of
+        each training forward, after which every rank's forward updates its own copy; the hyper step and
+        evaluation use rank 0's, so all ranks evaluate the same network. A no-op in a run of one process."""
+        if self._group is None:
+            return
+        buffers = [b for b in self.model.buffers() if b.numel()]
+        src = dist.get_global_rank(self._group, 0)
+        for dtype in {b.dtype for b in buffers}:
+            same = [b for b in buffers if b.dtype == dtype]
+            flat = torch.cat([b.reshape(-1) for b in same])
+            dist.broadcast(flat, src=src, group=self._group)
+            for b, part in zip(same, flat.split([b.numel() for b in same])):
+                b.copy_(part.view_as(b))
+
+    def _average_over_ranks(self, tensors: list) -> list:
+        """The mean over the ranks of each tensor (one all-reduce of their concatenation)."""
+        flat = torch.cat([t.reshape(-1) for t in tensors])
+        dist.all_reduce(flat, group=self._group)
+        flat /= dist.get_world_size(self._group)
+        return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
 
     # ----------------------------------------------------------------- pieces
     def _inputs(self, inputs: Tensor, values: Mapping[str, Tensor]) -> Tensor:
@@ -138,10 +199,10 @@ class SelfTuning:
             loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h)
         return loss
 
-    def _forward_dual(self, inputs: Tensor, eps: Tensor, values: Mapping[str, Tensor]):
+    def _forward_dual(self, network: nn.Module, inputs: Tensor, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
         with fwAD.dual_level(), feeding(eps, dual=True, values=values):
-            return linearized(self.model(inputs))
+            return network(inputs, linearize=True)
 
     # ----------------------------------------------------------------- steps
     def train_step(self, inputs: Tensor, targets: Tensor, optimizers: Optimizers) -> Dict[str, Tensor]:
@@ -161,7 +222,7 @@ class SelfTuning:
         """STN: L_T at λ + ε with the nonlinear layer fed h = λ + ε; every model parameter moves."""
         values = self.space.example_values(perturbed)
         with feeding(perturbed, values=values):
-            loss = self._training_loss(self.model(self._inputs(inputs, values)), targets, values, perturbed)
+            loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, perturbed)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -171,7 +232,7 @@ class SelfTuning:
         """Sub-step (a): L_T at λ with h = 0; the response branch is not computed at all."""
         values = self.space.current_values(inputs.shape[self.batch_dim])
         with feeding(None, values=values):
-            loss = self._training_loss(self.model(self._inputs(inputs, values)), targets, values, None)
+            loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, None)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -184,10 +245,10 @@ class SelfTuning:
         perturbed_inputs = self._inputs(inputs, values)
         with frozen(self._general):
             if self.mode is Mode.DELTA:
-                outputs = self._forward_dual(perturbed_inputs, eps, values)
+                outputs = self._forward_dual(self._network, perturbed_inputs, eps, values)
             else:
                 with feeding(eps, values=values):
-                    outputs = self.model(perturbed_inputs)
+                    outputs = self._network(perturbed_inputs)
             loss = self._training_loss(outputs, targets, values, eps)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -195,16 +256,18 @@ class SelfTuning:
         return loss.detach()
 
     def hyper_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Tensor]:
-        """One step on λ and ρ: L_V − τℍ on a validation batch, eval mode, weights frozen."""
+        """One step on λ and ρ: L_V − τℍ on a validation batch, eval mode, weights frozen. In a distributed run
+        the gradients of λ and ρ and the returned val_loss are means over the ranks' batches."""
         if self.mode is Mode.FIXED:
             raise RuntimeError("hyper_step: mode 'fixed' keeps its hyperparameters fixed and has no hyper step")
+        self.sync_buffers()
         was_training = self.model.training
         self.model.eval()
         draw = self.space.sample(inputs.shape[self.batch_dim])
         h = draw.perturbed if self.mode is Mode.STN else draw.perturbed - self.space.lam.detach()
         with frozen(self.model.parameters()):
             if self.linearized_hyper:
-                outputs = self._forward_dual(inputs, h, {})
+                outputs = self._forward_dual(self._local, inputs, h, {})
             else:
                 with feeding(h):
                     outputs = self.model(inputs)
@@ -213,6 +276,12 @@ class SelfTuning:
             objective = val_loss - self.tau * entropy
             optimizer.zero_grad(set_to_none=True)
             objective.backward()
+        if self._group is not None:
+            hyper = list(self.space.parameters())
+            *grads, val_loss = self._average_over_ranks(
+                [p.grad if p.grad is not None else torch.zeros_like(p) for p in hyper] + [val_loss.detach()])
+            for p, g in zip(hyper, grads):
+                p.grad = g
         optimizer.step()
         self.model.train(was_training)
         return {"val_loss": val_loss.detach(), "entropy": entropy.detach()}

@@ -15,8 +15,11 @@ def short(name: str) -> str:
 
 
 class Progress:
-    def __init__(self, enabled: bool, epochs: int, live: Sequence[str]) -> None:
-        self.enabled, self.epochs, self.live = enabled, epochs, list(live)[:3]
+    """enabled: the tqdm bars; lines: the messages and epoch summaries (printed without a bar); a distributed
+    run's other ranks have neither."""
+
+    def __init__(self, enabled: bool, epochs: int, live: Sequence[str], lines: bool = True) -> None:
+        self.enabled, self.epochs, self.live, self.lines = enabled, epochs, list(live)[:3], lines
         self.bar: Optional[tqdm] = None
 
     def start_epoch(self, epoch: int, total: int, done: int) -> None:
@@ -40,7 +43,7 @@ class Progress:
     def message(self, line: str) -> None:
         if self.enabled:
             tqdm.write(line, file=sys.stderr)
-        else:
+        elif self.lines:
             print(line, flush=True)
 
     def close(self) -> None:

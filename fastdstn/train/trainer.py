@@ -9,6 +9,12 @@ Exact resume: the data position is (epoch, batch index) plus the hyper steps' va
 position, all integers; batch orders are pure functions of (seed, epoch); every random draw of a step
 (perturbations, dropout masks, cutout) comes from the global generators, whose states the checkpoint
 holds. A run resumed from a checkpoint therefore replays the same arithmetic bit for bit.
+
+Under torchrun (WORLD_SIZE > 1) every process is one rank of a data-parallel run: it trains on its shard
+of each epoch with its own perturbation and dropout draws (its generators are seeded from (seed, rank)),
+DDP and the hyper step's all-reduce keep model and λ, ρ identical on all ranks, losses and metrics are
+reduced over the ranks, and rank 0 alone writes the run directory. The checkpoint holds every rank's
+generator states and position, so a restart with the same number of processes resumes exactly.
 """
 from __future__ import annotations
 
@@ -30,17 +36,18 @@ import yaml
 from ..config import ConfigError, RunConfig, from_dict
 from ..hyper import HyperSpace
 from ..method import SelfTuning, make_optimizers
-from . import checkpoint
+from . import checkpoint, distributed
 from .data import describe, load_data
 from .progress import Progress
 from .records import Records
 from .replay import Schedule, unconstrained
 from .setup import apply_hyper_overrides, build_model, loss_function, make_augment, resolve_device
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2    # 2: per-rank generator states and positions under "ranks"
 # Config keys a resumed run may change: how long it runs and where, nothing that changes the arithmetic.
 RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.log_every"}
 METRIC = {"classification": "acc", "regression": "rmse", "language": "ppl"}
+EXTRA_STATE = "_extra_state"    # the suffix of a module's get_extra_state() entry in a state_dict
 
 
 class Interrupted(RuntimeError):
@@ -91,6 +98,22 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of rank `rank`'s draws: unrelated streams for neighbouring seeds and ranks (SeedSequence)."""
+    return int(np.random.SeedSequence([int(seed), int(rank)]).generate_state(1)[0])
+
+
+def shard(loader, world: "distributed.World", pad: bool):
+    """This rank's part of a loader (the loader itself in a run of one process)."""
+    from ..data.loader import SequenceLoader
+
+    if not world.distributed:
+        return loader
+    if isinstance(loader, SequenceLoader):
+        return loader.shard(world.rank, world.size)
+    return loader.shard(world.rank, world.size, pad=pad)
+
+
 class Trainer:
     """One run: `Trainer(config, out_dir).fit(resume=False) -> summary dict`.
 
@@ -110,7 +133,9 @@ class Trainer:
         if replay is not None and train.mode != "fixed":
             raise ConfigError(f"train.mode: replaying a schedule needs mode 'fixed', received {train.mode!r}")
         self.mode = train.mode
-        self.device = resolve_device(train.device)
+        device = resolve_device(train.device)
+        self.world = distributed.join(device.type)
+        self.device = self.world.device(device)
         self.amp = train.amp and self.device.type == "cuda"
         seed_everything(train.seed)
         self.bundle = bundle if bundle is not None else load_data(config.data, train.seed, self.device)
@@ -132,11 +157,19 @@ class Trainer:
         self.schedulers = self._schedulers()
         if train.clip_grad > 0:
             self._clip_gradients(train.clip_grad)
-        self.hyper_loader = self._hyper_loader()
+        world = self.world
+        if world.distributed:
+            self.method.distribute(device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            seed_everything(rank_seed(train.seed, world.rank))
+        # Training batches: every rank the same number (padded shards); evaluation: an exact partition.
+        self.train_loader = shard(self.bundle.train, world, pad=True)
+        self.valid_loader = shard(self.bundle.valid, world, pad=False)
+        self.test_loader = shard(self.bundle.test, world, pad=False)
+        self.hyper_loader = shard(self._hyper_loader(), world, pad=True)
         self.valid_stream = self.hyper_loader.stream(0, 0)
         self.replay = replay
         self.position = Position()
-        self.progress = Progress(progress, train.epochs, self.names)
+        self.progress = Progress(progress and world.is_main, train.epochs, self.names, lines=world.is_main)
         self.records: Optional[Records] = None
         self._signal: Optional[str] = None
 
@@ -216,16 +249,26 @@ class Trainer:
         return os.path.join(self.out_dir, *parts)
 
     def state_dict(self) -> Dict[str, Any]:
+        """Everything a resume needs; parameters, space, optimizers and schedulers are the same on every rank;
+        generator states, stream, position and the model's extra states (a language model's carried hidden
+        state) are per rank ("ranks", in rank order). A collective in a distributed run: every rank calls it
+        at the same step."""
+        model = self.model.state_dict()
+        this_rank = {"valid_stream": self.valid_stream.state_dict(), "rng": checkpoint.rng_state(),
+                     "position": {**dataclasses.asdict(self.position), "elapsed": self._elapsed()},
+                     "model_extra_state": {k: v for k, v in model.items() if k.endswith(EXTRA_STATE)}}
         return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
-                "model": self.model.state_dict(), "space": self.space.state_dict(),
+                "model": model, "space": self.space.state_dict(),
                 "optimizers": self.optimizers.state_dict(), "schedulers": [s.state_dict() for s in self.schedulers],
-                "valid_stream": self.valid_stream.state_dict(), "rng": checkpoint.rng_state(),
-                "position": {**dataclasses.asdict(self.position), "elapsed": self._elapsed()},
+                "ranks": self.world.gather(this_rank),
                 "records": self.records.rows() if self.records else {}}
 
     def save_checkpoint(self) -> str:
+        """Write checkpoints/last.ckpt (rank 0; every rank takes part in gathering the state)."""
         path = self._path("checkpoints", "last.ckpt")
-        checkpoint.save(self.state_dict(), path)
+        state = self.state_dict()
+        if self.world.is_main:
+            checkpoint.save(state, path)
         return path
 
     def load_checkpoint(self, path: str) -> Dict[str, Any]:
@@ -235,14 +278,20 @@ class Trainer:
             raise checkpoint.CheckpointError(f"checkpoint {path}: format {state.get('format')!r}, "
                                              f"expected {CHECKPOINT_FORMAT}")
         self._check_same_config(state["config"], path)
-        self.model.load_state_dict(state["model"])
+        ranks = state["ranks"]
+        if len(ranks) != self.world.size:
+            raise checkpoint.CheckpointError(
+                f"checkpoint {path} was written by a run of {len(ranks)} process(es), this run has "
+                f"{self.world.size}: resume with the same number of processes (torchrun --nnodes × --nproc_per_node)")
+        mine = ranks[self.world.rank]
+        self.model.load_state_dict({**state["model"], **mine["model_extra_state"]})
         self.space.load_state_dict(state["space"])
         self.optimizers.load_state_dict(state["optimizers"])
         for s, sd in zip(self.schedulers, state["schedulers"]):
             s.load_state_dict(sd)
-        self.valid_stream.load_state_dict(state["valid_stream"])
-        self.position = Position(**state["position"])
-        checkpoint.set_rng_state(state["rng"])
+        self.valid_stream.load_state_dict(mine["valid_stream"])
+        self.position = Position(**mine["position"])
+        checkpoint.set_rng_state(mine["rng"])
         return state["records"]
 
     def _check_same_config(self, saved: Dict[str, Any], path: str) -> None:
@@ -288,6 +337,9 @@ class Trainer:
             row = {"hyper_step": pos.hyper_step, "step": pos.step, "epoch": pos.epoch + pos.batch / batches_per_epoch,
                    "train_loss": pos.cycle_loss / max(pos.cycle_batches, 1), "val_loss": float(out["val_loss"]),
                    **values, **{f"sigma_{n}": s for n, s in scales.items()}}
+            if self.world.distributed:    # the cycle's training loss over all ranks (val_loss is already a mean)
+                total, count = self.world.sum([pos.cycle_loss, pos.cycle_batches])
+                row["train_loss"] = total / max(count, 1)
             if self.records:
                 self.records.schedule.write(row)
                 tb = self.records.tb
@@ -299,7 +351,8 @@ class Trainer:
 
     @torch.no_grad()
     def evaluate(self, loader, stream: str) -> Dict[str, float]:
-        """Mean loss over the examples (tokens for language) and accuracy / RMSE / perplexity."""
+        """Mean loss over the examples (tokens for language) and accuracy / RMSE / perplexity; in a
+        distributed run over all ranks' shards together."""
         if hasattr(self.model, "reset_state"):
             self.model.reset_state(stream)
         total, correct, count = 0.0, 0, 0
@@ -311,6 +364,7 @@ class Trainer:
             if self.task == "classification":
                 correct += int((out.argmax(-1) == y).sum())
             count += n
+        total, correct, count = self.world.sum([total, correct, count])
         loss = total / count
         metric = {"classification": correct / count, "regression": math.sqrt(loss),
                   "language": math.exp(min(loss, 50.0))}[self.task]
@@ -319,7 +373,7 @@ class Trainer:
     # ------------------------------------------------------------------------------------------ loop
     def _run_epoch(self) -> None:
         pos, t = self.position, self.config.train
-        loader = self.bundle.train
+        loader = self.train_loader
         batches = len(loader)
         tuning = self.mode != "fixed" and pos.epoch >= t.warmup_epochs
         if pos.batch == 0 and hasattr(self.model, "reset_state"):
@@ -338,19 +392,21 @@ class Trainer:
             if self.records and pos.step % t.log_every == 0:
                 self.records.tb.add_scalar("train/loss", loss, pos.step)
             self.progress.step(loss, self.space.values())
-            if self._signal is not None and self.out_dir is not None:
+            if self.out_dir is not None and self.world.any(self._signal is not None):
                 self.progress.close()
-                raise Interrupted(self._signal, self.save_checkpoint())
+                raise Interrupted(self._signal or "a signal on another rank", self.save_checkpoint())
 
     def _end_epoch(self, epoch_started: float) -> None:
         pos, t = self.position, self.config.train
         lr = self._model_optimizers()[0].param_groups[0]["lr"]
         for s in self.schedulers:
             s.step()
-        val = self.evaluate(self.bundle.valid, "valid")
-        test = self.evaluate(self.bundle.test, "test")
+        self.method.sync_buffers()
+        val = self.evaluate(self.valid_loader, "valid")
+        test = self.evaluate(self.test_loader, "test")
         values = self.space.values()
-        train_loss = pos.epoch_loss / max(pos.epoch_batches, 1)
+        epoch_loss, epoch_batches = self.world.sum([pos.epoch_loss, pos.epoch_batches])
+        train_loss = epoch_loss / max(epoch_batches, 1)
         row = {"epoch": pos.epoch + 1, "step": pos.step, "lr": lr, "train_loss": train_loss,
                "val_loss": val["loss"], f"val_{self.metric}": val[self.metric], "test_loss": test["loss"],
                f"test_{self.metric}": test[self.metric], "epoch_seconds": time.time() - epoch_started, **values}
@@ -376,10 +432,10 @@ class Trainer:
                 checkpoint.save({"model": self.model.state_dict(), "space": self.space.state_dict(),
                                  "epoch": pos.epoch, "val_loss": val["loss"], "test_loss": test["loss"]},
                                 self._path("checkpoints", "best.ckpt"))
-                self._best_row = row
-            self.save_checkpoint()
-        elif improved:
+        if improved:
             self._best_row = row
+        if self.out_dir is not None:
+            self.save_checkpoint()
         if self.on_epoch is not None:
             self.on_epoch(row)
 
@@ -398,20 +454,23 @@ class Trainer:
         self._best_row: Optional[Dict[str, Any]] = None
         rows = None
         if self.out_dir is not None:
-            os.makedirs(self._path("checkpoints"), exist_ok=True)
             if resume:
                 rows = self.load_checkpoint(self._path("checkpoints", "last.ckpt"))
                 self._best_row = self._read_best_row()
-            with open(self._path("config.yaml"), "w") as f:
-                yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
-            self.records = Records(self.out_dir, self.names, self.metric, rows,
-                                   purge_step=self.position.step if resume else None)
+            if self.world.is_main:
+                os.makedirs(self._path("checkpoints"), exist_ok=True)
+                with open(self._path("config.yaml"), "w") as f:
+                    yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
+                self.records = Records(self.out_dir, self.names, self.metric, rows,
+                                       purge_step=self.position.step if resume else None)
         elif resume:
             raise ValueError("resume: needs the run directory (out_dir) holding checkpoints/last.ckpt")
         self._started = time.time()
         self.progress.message(f"fastdstn: mode {self.mode} on {self.device} (ops: {self.op_backend()}); "
                               f"{describe(self.bundle)}; "
-                              f"model {self.config.model.name} with {len(self.names)} hyperparameters"
+                              + (f"{self.world.size} processes ({torch.distributed.get_backend()}), batch "
+                                 f"{self.config.data.batch_size} per process; " if self.world.distributed else "")
+                              + f"model {self.config.model.name} with {len(self.names)} hyperparameters"
                               + (f"; resuming at epoch {self.position.epoch + 1}, batch {self.position.batch}"
                                  if resume else ""))
         try:
@@ -420,13 +479,15 @@ class Trainer:
                     started = time.time()
                     self._run_epoch()
                     self._end_epoch(started)
-                    if self._signal is not None and self.out_dir is not None:
-                        raise Interrupted(self._signal, self._path("checkpoints", "last.ckpt"))
+                    if self.out_dir is not None and self.world.any(self._signal is not None):
+                        raise Interrupted(self._signal or "a signal on another rank",
+                                          self._path("checkpoints", "last.ckpt"))
             return self._finish()
         finally:
             self.progress.close()
             if self.records:
                 self.records.close()
+            self.world.close()
 
     def op_backend(self) -> str:
         """Which fastdstn.ops implementation the STN layers run on this device (reference, cpp, triton)."""
@@ -459,13 +520,14 @@ class Trainer:
 
         summary = {"name": self.config.name, "mode": self.mode, "data": describe(self.bundle),
                    "synthetic_data": bool(getattr(self.bundle, "synthetic", False)), "device": str(self.device),
+                   "processes": self.world.size,
                    "op_backend": self.op_backend(),
                    "epochs": pos.epoch, "steps": pos.step, "hyper_steps": pos.hyper_step,
                    "wall_time_s": round(self._elapsed(), 2), "stopped_early": pos.stopped_early,
                    "final": pick(last), "best": pick(self._best_row),
                    "final_hypers": self.space.values(), "final_sigmas": self.space.scales(),
                    "initial_hypers": {h.name: h.init for h in self.space.hypers}}
-        if self.out_dir is not None:
+        if self.out_dir is not None and self.world.is_main:
             with open(self._path("summary.json"), "w") as f:
                 json.dump(summary, f, indent=2)
             from .plot import plot_run

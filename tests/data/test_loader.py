@@ -121,3 +121,42 @@ def test_sequence_loader_bad_arguments():
         SequenceLoader(torch.arange(10), 2, 0)
     with pytest.raises(ValueError, match="too few"):
         SequenceLoader(torch.arange(3), 2, 3)
+
+
+# ---------------------------------------------------------------------------------------------- shards
+@pytest.mark.parametrize("n, world", [(10, 3), (12, 4), (7, 2)])
+def test_padded_shards_deal_the_epoch_order_like_distributed_sampler(n, world):
+    loader = TensorLoader(torch.arange(n).float(), torch.arange(n), 2, shuffle=True, seed=5)
+    order = loader.order(3)
+    shards = [loader.shard(r, world, pad=True) for r in range(world)]
+    per_rank = -(-n // world)
+    padded = torch.cat([order, order[:per_rank * world - n]])
+    for r, part in enumerate(shards):
+        assert torch.equal(part.order(3), padded[r::world])
+        assert len(part) == -(-per_rank // 2)       # the same number of batches on every rank
+    assert set(torch.cat([p.order(3) for p in shards]).tolist()) == set(range(n))
+
+
+def test_unpadded_shards_partition_the_examples_exactly():
+    loader = TensorLoader(torch.arange(9).float(), torch.arange(9), 4)
+    seen = [y for r in range(2) for _, ys in loader.shard(r, 2, pad=False).batches(0) for y in ys.tolist()]
+    assert sorted(seen) == list(range(9))
+
+
+def test_shard_arguments_are_checked():
+    loader = TensorLoader(torch.zeros(4), torch.zeros(4), 2)
+    with pytest.raises(ValueError, match="rank: expected < world_size=2, received 2"):
+        loader.shard(2, 2, pad=True)
+    with pytest.raises(ValueError, match="already a shard"):
+        loader.shard(0, 2, pad=True).shard(0, 2, pad=True)
+    with pytest.raises(ValueError, match="4 examples cannot be dealt to 5 processes"):
+        loader.shard(0, 5, pad=False)
+
+
+def test_sequence_shards_are_contiguous_stretches_with_equal_batches():
+    loader = SequenceLoader(torch.arange(42), 2, 3)      # 21 steps per column
+    parts = [loader.shard(r, 2) for r in range(2)]
+    assert [len(p) for p in parts] == [4, 4]              # 10 target rows each, bptt 3
+    targets = [t for p in parts for _, t in p.batches(0)]
+    rows = torch.cat(targets)[:, 0].tolist()
+    assert rows == list(range(1, 21))                     # every target row of the stream, once

@@ -69,7 +69,8 @@ def test_a_signal_mid_epoch_checkpoints_and_resumes_exactly(tmp_path, signum):
     with pytest.raises(Interrupted, match=signal.Signals(signum).name):
         interrupted.fit()
     saved = checkpoint.load(os.path.join(out, "checkpoints", "last.ckpt"))
-    assert saved["position"]["batch"] == SignalAt.at + 1 and saved["position"]["epoch"] == 0
+    position = saved["ranks"][0]["position"]
+    assert position["batch"] == SignalAt.at + 1 and position["epoch"] == 0
     assert signal.getsignal(signum) == before   # handlers restored
     resumed = Trainer(tiny_config(), out, progress=False)
     resumed.fit(resume=True)
@@ -130,7 +131,7 @@ def test_sigkill_mid_run_resumes_from_the_last_checkpoint(tmp_path):
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, proc.stdout.read()
-    first = checkpoint.load(ckpt)["position"]
+    first = checkpoint.load(ckpt)["ranks"][0]["position"]
     assert 1 <= first["epoch"] < 4                       # killed after a checkpoint, before the end
     cmd, kw = _cli(str(config), "--out", killed, "--resume", cwd=tmp_path)
     done = subprocess.run(cmd, **kw, timeout=120)
