@@ -123,17 +123,20 @@ class SelfTuning:
     loss_fn(outputs, targets) -> scalar; augment(inputs, values) -> inputs applies data
     augmentation at per-example hyperparameter values; weight_decay names the (per-batch)
     hyperparameter used as L2 coefficient in L_T; batch_dim is where inputs hold the examples
-    (1 for time-major language-model batches); tau weighs the entropy term of the hyper step;
+    (1 for time-major language-model batches); penalty() returns extra L_T terms the model computed in its
+    last forward from the values its feed carried, or None (AR/TAR of a language model); tau weighs the
+    entropy term of the hyper step;
     linearized_hyper runs Δ-STN's hyper step on the linearized network (an option, SPEC §4)."""
 
     def __init__(self, model: nn.Module, space: HyperSpace, mode: Mode | str = Mode.DELTA, *,
                  loss_fn: LossFn, augment: Optional[Augment] = None, weight_decay: Optional[str] = None,
-                 batch_dim: int = 0, tau: float = 1e-3, linearized_hyper: bool = False) -> None:
+                 batch_dim: int = 0, penalty: Optional[Callable[[], Optional[Tensor]]] = None, tau: float = 1e-3,
+                 linearized_hyper: bool = False) -> None:
         self.model, self.space, self.mode = model, space, Mode(mode)
         self.loss_fn, self.augment = loss_fn, augment
         if weight_decay is not None:
             space[weight_decay]    # a KeyError naming the space's hyperparameters if unknown
-        self.weight_decay, self.batch_dim, self.tau = weight_decay, batch_dim, tau
+        self.weight_decay, self.batch_dim, self.penalty, self.tau = weight_decay, batch_dim, penalty, tau
         if linearized_hyper and self.mode is not Mode.DELTA:
             raise ValueError(f"linearized_hyper: only Δ-STN (mode 'delta') has a linearized hyper step, "
                              f"received mode {self.mode.value!r}")
@@ -193,8 +196,12 @@ class SelfTuning:
 
     def _training_loss(self, outputs, targets: Tensor, values: Mapping[str, Tensor],
                        h: Optional[Tensor]) -> Tensor:
-        """L_T: the data loss plus wd·(mean over examples of ‖W_g + diag(s_i)W_r‖²) when tuned."""
+        """L_T: the data loss plus wd·(mean over examples of ‖W_g + diag(s_i)W_r‖²) when tuned, plus the
+        model's own penalty terms of this forward."""
         loss = self.loss_fn(outputs, targets)
+        extra = self.penalty() if self.penalty is not None else None
+        if extra is not None:
+            loss = loss + extra
         if self.weight_decay is not None:
             loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h)
         return loss

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Union
 
+import torch
 from torch import nn
 
 from ..hyper import Hyper
@@ -16,7 +17,8 @@ class BuiltModel:
     """model: built from fastdstn.nn layers; hypers: its default tuned hyperparameters (a config may
     change their init/range/scale); weight_decay: the hyper used as L2 coefficient (or None);
     augment: augmentation parameter → hyper name or fixed number (fastdstn.data.Augmenter spec); task: decides the
-    loss and the reported metric (accuracy, or perplexity for language)."""
+    loss and the reported metric (accuracy, or perplexity for language); penalty: extra L_T terms the model
+    computed in its last forward (see SelfTuning)."""
 
     model: nn.Module
     hypers: List[Hyper]
@@ -24,6 +26,7 @@ class BuiltModel:
     weight_decay: Optional[str] = None
     augment: Dict[str, Union[str, float]] = field(default_factory=dict)
     batch_dim: int = 0
+    penalty: Optional[Callable[[], Optional[torch.Tensor]]] = None
 
     def __post_init__(self) -> None:
         if self.task not in TASKS:

@@ -148,7 +148,7 @@ class Trainer:
         self.loss_fn = loss_function(self.task)
         augment = make_augment(self.bundle, built.augment)
         common = dict(loss_fn=self.loss_fn, augment=augment, weight_decay=built.weight_decay,
-                      batch_dim=built.batch_dim)
+                      batch_dim=built.batch_dim, penalty=built.penalty)
         self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
                                  linearized_hyper=train.linearized_hyper, **common)
         self.optimizers = make_optimizers(self.model, self.space, self.mode,

@@ -20,7 +20,7 @@ def one_round(built, inputs, targets):
     augment = Augmenter(built.augment, mean=CIFAR_MEAN[:inputs.shape[1]], std=CIFAR_STD[:inputs.shape[1]]) \
         if built.augment else None
     method = fastdstn.SelfTuning(built.model, space, "delta", loss_fn=loss_function(built.task), augment=augment,
-                                 weight_decay=built.weight_decay, batch_dim=built.batch_dim)
+                                 weight_decay=built.weight_decay, batch_dim=built.batch_dim, penalty=built.penalty)
     optimizers = fastdstn.make_optimizers(built.model, space, "delta")
     losses = method.train_step(inputs, targets, optimizers)
     hyper = method.hyper_step(inputs, targets, optimizers.hyper)
@@ -92,6 +92,36 @@ def test_language_model_ties_and_carries_its_state():
         lm.reset_state("valid")
         fresh = lm(tokens)
     assert torch.equal(first, fresh) and not torch.equal(first, carried)
+
+
+def test_language_model_adds_ar_and_tar_to_the_training_loss_only():
+    built = models.build("lstm", vocab=30, size=8)
+    lm, space = built.model, fastdstn.HyperSpace(built.hypers)
+    assert {"ar", "tar"} <= set(space.names)
+    tokens = torch.randint(0, 30, (6, 4))
+    values = space.current_values(4)
+    values["ar"] = torch.tensor([0.0, 1.0, 2.0, 3.0])
+    values["tar"] = torch.tensor([0.5, 0.0, 1.5, 4.0])
+    lm.train()
+    lm.drop_out.register_forward_hook(lambda m, i, o: captured.update(dropped=o))
+    lm.lstm.register_forward_hook(lambda m, i, o: captured.update(out=o[0]))
+    captured = {}
+    with fastdstn.feeding(None, values=values):
+        lm(tokens)
+    out, dropped = captured["out"], captured["dropped"]
+    expected = (values["ar"] * dropped.pow(2).mean(dim=(0, 2))
+                + values["tar"] * (out[1:] - out[:-1]).pow(2).mean(dim=(0, 2))).mean()
+    torch.testing.assert_close(lm.activation_penalty(), expected)
+    assert lm.activation_penalty() is None                       # read once
+    with fastdstn.feeding(torch.zeros(4, len(space))):           # a hyper step's feed: no values, no term
+        lm(tokens)
+    assert lm.activation_penalty() is None
+    lm.eval()
+    with fastdstn.feeding(None, values=values):
+        lm(tokens)
+    assert lm.activation_penalty() is None
+    assert "ar" not in {h.name for h in models.build("lstm", vocab=30, size=8,
+                                                      activation_regularization=False).hypers}
 
 
 def test_simple_cnn_trains_with_cutout_through_the_trainer(tmp_path):
