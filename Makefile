@@ -45,5 +45,10 @@ cuda-build: $(VENV)/.torch
 	@grep -c "ptxas info    : Used" build-cuda.log | xargs echo "ptxas register reports in build-cuda.log:"
 	$(PY) -c "import torch, fastdstn.ops.cpp as c; r = c.cuda_registered(); print('CUDA ops registered:', r); assert r, c.UNAVAILABLE_REASON or 'no CUDA kernels registered'"
 
+# The sdist and the CPU wheel built from it, in dist/ (CUDA wheels, the cluster matrix: docs/WHEELS.md).
+.PHONY: wheel
+wheel: install
+	MAX_JOBS=$${MAX_JOBS:-2} $(PY) -m build --no-isolation
+
 clean:
 	rm -rf build *.egg-info fastdstn/_C*.so

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -30,7 +31,6 @@ Tensor = torch.Tensor
 AVAILABLE = False
 UNAVAILABLE_REASON = ""
 DEVICE_TYPES: Tuple[str, ...] = ("cpu",)
-BUILD_INFO: dict = {}
 
 _REBUILD = "reinstall with `pip install --no-build-isolation -e .` (FASTDSTN_NO_EXTENSIONS unset)"
 
@@ -44,16 +44,38 @@ def _load_build_info() -> dict:
         return {}
 
 
-try:
-    from fastdstn import _C  # noqa: F401  (loading the library runs the TORCH_LIBRARY registrations)
-except ImportError as error:
-    UNAVAILABLE_REASON = f"fastdstn._C was not built or does not load ({error}): {_REBUILD}"
+def torch_mismatch(build_info: dict, torch_version: str, torch_cuda: Optional[str]) -> str:
+    """Why the extension that `build_info` (fastdstn/_build_info.json) describes must not be loaded beside
+    this torch, or "" when it may be.
+
+    Loading a library compiled against another torch can crash the process instead of raising, so this is
+    decided from the record, before importing fastdstn._C. The extension needs the torch release it was
+    compiled against (e.g. 2.14.1; the local tag, +cu130 or +cpu, only names torch's variant) and, when it holds
+    CUDA kernels, the CUDA version of torch's libraries. A build without a record (a pure-Python install
+    has no fastdstn._C to load) is let through."""
+    built_torch, built_cuda = build_info.get("torch"), build_info.get("cuda")
+    if not built_torch:
+        return ""
+    same_release = built_torch.split("+")[0] == torch_version.split("+")[0]
+    if same_release and (built_cuda is None or built_cuda == torch_cuda):
+        return ""
+    built = f"torch {built_torch}" + (f" (CUDA {built_cuda})" if built_cuda else "")
+    installed = f"torch {torch_version}" + (f" (CUDA {torch_cuda or 'none'})" if built_cuda else "")
+    return (f"fastdstn._C was built for {built} but {installed} is installed, so it is not loaded and the "
+            f"reference ops run instead; install the fastdstn wheel built for torch {torch_version}, or rebuild "
+            f"against it: `pip install --no-build-isolation .` in a source checkout or unpacked sdist")
+
+
+BUILD_INFO = _load_build_info()
+UNAVAILABLE_REASON = torch_mismatch(BUILD_INFO, torch.__version__, torch.version.cuda)
+if UNAVAILABLE_REASON:
+    # Said once, here: otherwise a run would silently take the slower reference ops.
+    warnings.warn(f"fastdstn: {UNAVAILABLE_REASON}", RuntimeWarning)
 else:
-    BUILD_INFO = _load_build_info()
-    built_for = BUILD_INFO.get("torch")
-    if built_for and built_for != torch.__version__:
-        UNAVAILABLE_REASON = (f"fastdstn._C was built against torch {built_for} but torch {torch.__version__} is "
-                              f"installed: {_REBUILD}")
+    try:
+        from fastdstn import _C  # noqa: F401  (loading the library runs the TORCH_LIBRARY registrations)
+    except ImportError as error:
+        UNAVAILABLE_REASON = f"fastdstn._C was not built or does not load ({error}): {_REBUILD}"
     else:
         AVAILABLE = True
 
