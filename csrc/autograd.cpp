@@ -6,7 +6,7 @@
 // (2, 2, 2), 45 µs of ops against 158 µs in all): more than the reference's whole unfused overhead.
 //
 // Each forward redispatches below autograd (so CPU, CUDA, Meta and fake-tensor tracing all reach
-// their own kernel) and saves the auxiliary outputs the backward op needs ([s|t] and u or z, marked
+// their own kernel) and saves the auxiliary outputs the backward op needs ([s|t] and u, marked
 // non-differentiable). Each backward passes autograd's needs_input_grad to the backward op as a
 // mask, so only the gradients asked for are computed (Δ-STN's response sub-step: ∂ẋ, ∂W_r, ∂b_r,
 // ∂V), and returns undefined tensors for the others. When none of x, W_g, b_g requires grad, the
@@ -86,16 +86,26 @@ bool any(const std::array<bool, N>& mask) {
 
 std::vector<int64_t> ints(const c10::IValue& v) { return v.toIntVector(); }
 
+// An activation the linear backward reads only for the weights' gradients: when no weight is trained
+// (the hyper step) a zero-stride stand-in with its shape, dtype and device is saved instead, so that
+// the activation is not kept alive until the backward (the MLP hyper step saved 4.7 MB against the
+// reference's 3.5 MB before). Undefined stays undefined (an absent ẋ).
+Tensor kept_if(bool needed, const Tensor& t) {
+  if (needed || !t.defined()) return t;
+  return at::zeros({}, t.options()).expand(t.sizes());
+}
+
 // ================================================================ stn_linear
 struct LinearFn : torch::autograd::Function<LinearFn> {
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const Tensor& h, const Tensor& Wg,
                                const OptTensor& bg, const Tensor& Wr, const OptTensor& br, const Tensor& V) {
     FASTDSTN_OP(stn_linear, "fastdstn::stn_linear");
     at::AutoDispatchBelowADInplaceOrView guard;
+    const bool weights_trained = requires_grad(Wg) || requires_grad(Wr);
     auto [y, st, u] = handle.call(x, h, Wg, bg, Wr, br, V);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({st, u});
-    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, st, u});
+    ctx->save_for_backward({kept_if(weights_trained, x), h, Wg, Wr, value(br), V, st, u});
     ctx->saved_data["has_bg"] = present(bg);
     return {y, st, u};
   }
@@ -126,6 +136,7 @@ struct LinearDualFn : torch::autograd::Function<LinearDualFn> {
                                const Tensor& V) {
     FASTDSTN_OP(stn_linear_dual, "fastdstn::stn_linear_dual");
     const bool primal_trained = requires_grad(x) || requires_grad(Wg) || requires_grad(bg);
+    const bool weights_trained = requires_grad(Wg) || requires_grad(Wr);
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, yt, st, u] = handle.call(x, xt, eps, Wg, bg, Wr, br, V);
     ctx->set_materialize_grads(false);
@@ -134,7 +145,8 @@ struct LinearDualFn : torch::autograd::Function<LinearDualFn> {
     } else {
       ctx->mark_non_differentiable({y, st, u});
     }
-    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, st, u});
+    ctx->save_for_backward(
+        {kept_if(weights_trained, x), kept_if(requires_grad(Wg), value(xt)), eps, Wg, Wr, value(br), V, st, u});
     ctx->saved_data["has_bg"] = present(bg);
     return {y, yt, st, u};
   }
@@ -175,13 +187,13 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
                                int64_t groups) {
     FASTDSTN_OP(stn_conv2d, "fastdstn::stn_conv2d");
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, st, z] = handle.call(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
+    auto [y, st, u] = handle.call(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
     ctx->set_materialize_grads(false);
-    ctx->mark_non_differentiable({st, z});
-    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, st, z});
+    ctx->mark_non_differentiable({st, u});
+    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, st, u});
     ctx->saved_data["has_bg"] = present(bg);
     save_geometry(ctx, stride, padding, dilation, groups);
-    return {y, st, z};
+    return {y, st, u};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -214,17 +226,17 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
     FASTDSTN_OP(stn_conv2d_dual, "fastdstn::stn_conv2d_dual");
     const bool primal_trained = requires_grad(x) || requires_grad(Wg) || requires_grad(bg);
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, yt, st, z] = handle.call(x, xt, eps, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
+    auto [y, yt, st, u] = handle.call(x, xt, eps, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
     ctx->set_materialize_grads(false);
     if (primal_trained) {
-      ctx->mark_non_differentiable({st, z});
+      ctx->mark_non_differentiable({st, u});
     } else {
-      ctx->mark_non_differentiable({y, st, z});
+      ctx->mark_non_differentiable({y, st, u});
     }
-    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, st, z});
+    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, st, u});
     ctx->saved_data["has_bg"] = present(bg);
     save_geometry(ctx, stride, padding, dilation, groups);
-    return {y, yt, st, z};
+    return {y, yt, st, u};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

@@ -253,6 +253,40 @@ def test_response_substep_grads_and_frozen_primal():
         torch.testing.assert_close(g, r)
 
 
+def _saved_activation_bytes(run, resident):
+    """Bytes of the storages autograd saves during `run()`, leaving out those of `resident` tensors."""
+    skip = {t.untyped_storage().data_ptr() for t in resident}
+    seen = {}
+
+    def pack(t):
+        seen.setdefault(t.untyped_storage().data_ptr(), t.untyped_storage().nbytes())
+        return t
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(n for ptr, n in seen.items() if ptr not in skip)
+
+
+def test_hyper_step_saves_no_more_than_the_backward_needs():
+    """Weights frozen, h and x requiring grad (the hyper step): the linear op keeps u = x·W_rᵀ and [s|t] but not
+    x (read only for weight gradients), the conv op keeps u = conv(x, W_r), not the (B, 2C, …) stack."""
+    B, n_in, n_out, H = 32, 64, 48, 3
+    x = torch.randn(B, n_in, requires_grad=True)
+    h = torch.randn(B, H, requires_grad=True)
+    Wg, Wr, bg, br, V = torch.randn(n_out, n_in), torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(n_out), \
+        torch.randn(2 * n_out, H)
+    saved = _saved_activation_bytes(lambda: cpp.stn_linear(x, h, Wg, bg, Wr, br, V), [x, h, Wg, Wr, bg, br, V])
+    u_and_st = (B * n_out + B * 2 * n_out) * 4
+    assert saved <= u_and_st + 64, saved
+    xc = torch.randn(4, 3, 10, 10, requires_grad=True)
+    Wgc, Wrc = torch.randn(8, 3, 3, 3), torch.randn(8, 3, 3, 3)
+    Vc = torch.randn(16, H)
+    hc = torch.randn(4, H, requires_grad=True)
+    saved = _saved_activation_bytes(lambda: cpp.stn_conv2d(xc, hc, Wgc, None, Wrc, torch.randn(8), Vc, (1, 1), (1, 1),
+                                                           (1, 1), 1), [xc, hc, Wgc, Wrc, Vc])
+    u_and_st = (4 * 8 * 10 * 10 + 4 * 16) * 4
+    assert saved <= u_and_st + 64, saved
+
+
 def test_autograd_is_registered_in_cpp():
     """The autograd formulas are C++ kernels for the Autograd key (csrc/autograd.cpp), not Python ones."""
     for name in ("stn_linear", "stn_linear_dual", "stn_conv2d", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual"):
