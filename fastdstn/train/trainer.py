@@ -392,6 +392,8 @@ class Trainer:
             if self.records and pos.step % t.log_every == 0:
                 self.records.tb.add_scalar("train/loss", loss, pos.step)
             self.progress.step(loss, self.space.values())
+            # Distributed: one 8-byte all-reduce per step, so that a signal that reached one rank stops
+            # every rank at the same step (the checkpoint gathers all ranks' states).
             if self.out_dir is not None and self.world.any(self._signal is not None):
                 self.progress.close()
                 raise Interrupted(self._signal or "a signal on another rank", self.save_checkpoint())
