@@ -269,26 +269,154 @@ def test_separable_grid_equals_affine_grid():
         assert (_affine_grid(theta, h, w) - ref).abs().max() < 1e-12
 
 
+SPEC_ALL = {"hflip": "p", "degrees": "deg", "translate": "t", "scale": "s", "shear": "sh", "brightness": "b",
+            "contrast": "c", "saturation": "sat", "hue": "h", "cutout_holes": "holes", "cutout_length": "len"}
+
+
+def all_values(seed=9):
+    g = torch.Generator().manual_seed(seed)
+    m = (0.5 + torch.rand(B, generator=g)) * (torch.arange(B) % 4 != 0)  # every 4th example untouched
+    return {"p": m.clamp(max=1), "deg": m * 20, "t": m * 0.1, "s": m * 0.2, "sh": m * 5, "b": m * 0.4,
+            "c": m * 0.4, "sat": m * 0.4, "h": m * 0.1, "holes": m * 3, "len": m * 10}
+
+
+def chained(x, values, spec, generator):
+    """The public (out-of-place) functions in the Augmenter's order with one generator."""
+    if "hflip" in spec:
+        x = hflip(x, values["p"], generator=generator)
+    x = affine(x, values["deg"], values["t"], values["s"], values["sh"], generator=generator)
+    x = color_jitter(x, values["b"], values["c"], values["sat"], values["h"], generator=generator)
+    return cutout(x, values["holes"], values["len"], generator=generator)
+
+
 def test_augmenter_equals_the_functions_chained_and_keeps_its_input():
-    """The composer works in place on its own buffer; it must give exactly what the public (out-of-place)
+    """The composer works in place on its own buffers; without a flip it must give exactly what the public
     functions give in the same order with the same generator, and leave the caller's tensor alone."""
     x = images()
     keep = x.clone()
-    g = torch.Generator().manual_seed(9)
-    m = (0.5 + torch.rand(B, generator=g)) * (torch.arange(B) % 4 != 0)  # every 4th example untouched
-    values = {"p": m.clamp(max=1), "deg": m * 20, "t": m * 0.1, "s": m * 0.2, "sh": m * 5, "b": m * 0.4,
-              "c": m * 0.4, "sat": m * 0.4, "h": m * 0.1, "holes": m * 3, "len": m * 10}
-    spec = {"hflip": "p", "degrees": "deg", "translate": "t", "scale": "s", "shear": "sh", "brightness": "b",
-            "contrast": "c", "saturation": "sat", "hue": "h", "cutout_holes": "holes", "cutout_length": "len"}
+    values = all_values()
+    spec = {k: v for k, v in SPEC_ALL.items() if k != "hflip"}
     out = Augmenter(spec)(x, values, generator=gen(3))
     assert torch.equal(x, keep)
-    r = gen(3)
-    ref = hflip(x, values["p"], generator=r)
-    ref = affine(ref, values["deg"], values["t"], values["s"], values["sh"], generator=r)
-    ref = color_jitter(ref, values["b"], values["c"], values["sat"], values["h"], generator=r)
-    ref = cutout(ref, values["holes"], values["len"], generator=r)
-    assert torch.equal(out, ref)
+    assert torch.equal(out, chained(x, values, spec, gen(3)))
     assert torch.equal(out[0::4], x[0::4]) and changed(out, x)[1::4].all()
-    normalized = Augmenter(spec, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    normalized = Augmenter(SPEC_ALL, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
     out = normalized(x, values, generator=gen(3))
     assert torch.equal(x, keep) and torch.equal(out[0::4], x[0::4])
+
+
+def test_augmenter_folds_the_flip_into_the_affine():
+    """A flipped and warped example is resampled once (the flip negates its matrix's x row): equal to the
+    chained functions (flip, then warp) to float round-off, and bit-exact wherever nothing was flipped."""
+    x = images()
+    values = all_values()
+    out = Augmenter(SPEC_ALL)(x, values, generator=gen(3))
+    ref = chained(x, values, SPEC_ALL, gen(3))
+    assert (out - ref).abs().max() < 1e-5
+    flipped = torch.rand(B, generator=gen(3)) < values["p"]  # the Augmenter's first draw
+    assert flipped.any() and (~flipped).any()
+    assert torch.equal(out[~flipped], ref[~flipped])
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_flip_folded_into_the_matrix_equals_flip_then_warp(mode):
+    from fastdstn.data.augment import _theta, _warp
+
+    x = images(8, 3, 20, 28)
+    g = gen(6)
+    params = torch.stack([torch.randn(8, generator=g) * 25, torch.randint(-4, 5, (8,), generator=g).float(),
+                          torch.randint(-4, 5, (8,), generator=g).float(), 0.8 + 0.4 * torch.rand(8, generator=g),
+                          torch.randn(8, generator=g) * 12]).numpy()  # angle, tx, ty, scale, shear
+    flip = torch.arange(8) % 2 == 0
+    folded = _warp(x, _theta(params, 20, 28, flip.numpy()), mode)
+    ref = _warp(torch.where(flip.view(-1, 1, 1, 1), x.flip(-1), x), _theta(params, 20, 28), mode)
+    assert torch.equal(folded[1::2], ref[1::2])  # unflipped: the same matrix
+    if mode == "bilinear":
+        assert (folded - ref).abs().max() < 1e-5
+    else:  # a source exactly on a pixel boundary may round the other way
+        assert (folded != ref).float().mean() < 1e-3
+
+
+def test_augmenter_flips_unwarped_examples_exactly():
+    """Examples flipped with zero affine magnitudes are not resampled: an exact flip, with or without
+    a colour stage (whose sorting of the examples must not mix them up)."""
+    x = images()
+    on = (torch.arange(B) % 2).float()  # odd examples warped, even ones not
+    for spec in ({"hflip": 1.0, "degrees": "d"}, {"hflip": 1.0, "degrees": "d", "brightness": "d"},
+                 {"hflip": 1.0, "brightness": "d"}):
+        out = Augmenter(spec)(x, {"d": on * 0.5}, generator=gen(2))
+        assert torch.equal(out[0::2], x[0::2].flip(-1))
+        assert changed(out, x.flip(-1))[1::2].all()
+
+
+def test_adjust_color_orders_mixed_batches_like_torchvision():
+    """Every combination the colour plan sorts by: the hue at any of the four stages, no hue shift, factors
+    of 1 mixed with others, and examples with nothing to do (bit-identical, not even clamped)."""
+    n = 96
+    x = images(n)
+    g = gen(8)
+    b, c, s = (torch.rand(n, generator=g) * 1.6 for _ in range(3))
+    h = torch.rand(n, generator=g) - 0.5
+    h[torch.arange(n) % 5 == 0] = 0.0  # no hue shift
+    b[torch.arange(n) % 3 == 0] = 1.0
+    s[torch.arange(n) % 7 == 0] = 1.0
+    idle = torch.arange(n) % 11 == 0
+    b[idle], c[idle], s[idle], h[idle] = 1.0, 1.0, 1.0, 0.0
+    order = torch.rand(n, 4, generator=g).argsort(1)
+    out = adjust_color(x, b, c, s, h, order)
+    outside = x * 1.2 - 0.1  # pixels outside [0, 1]: an example with nothing to do is not even clamped
+    assert torch.equal(adjust_color(outside, b, c, s, h, order)[idle], outside[idle])
+    ops = [TF.adjust_brightness, TF.adjust_contrast, TF.adjust_saturation, TF.adjust_hue]
+    factors = [b, c, s, h]
+    for i in range(n):
+        ref = x[i]
+        for k in order[i].tolist():
+            ref = ops[k](ref, float(factors[k][i]))
+        assert (out[i] - ref).abs().max() < 1e-5, i
+    gray = images(n, 1)
+    out = adjust_color(gray, b, c, s, h, order)
+    for i in range(n):
+        ref = gray[i]
+        for k in order[i].tolist():
+            ref = ops[k](ref, float(factors[k][i]))
+        assert (out[i] - ref).abs().max() < 1e-5, i
+
+
+def test_augmenter_results_are_independent_of_its_kept_buffers():
+    """The Augmenter reuses scratch buffers between calls: an earlier result must not change, the
+    same seed must give the same result, threads must not share buffers, and it must still pickle."""
+    import pickle
+    import threading
+
+    aug = Augmenter(SPEC_ALL, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    values = all_values()
+    x, y = images(seed=1), images(seed=2)
+    first = aug(x, values, generator=gen(3))
+    kept = first.clone()
+    aug(y, values, generator=gen(4))
+    aug(images(B // 2, seed=5), {k: v[: B // 2] for k, v in values.items()}, generator=gen(4))  # other shape
+    assert torch.equal(first, kept)
+    assert torch.equal(aug(x, values, generator=gen(3)), kept)
+    results = {}
+
+    def work(i):
+        results[i] = [aug(images(seed=i), values, generator=gen(i)) for _ in range(5)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for i in range(3):
+        want = aug(images(seed=i), values, generator=gen(i))
+        assert all(torch.equal(r, want) for r in results[i])
+    clone = pickle.loads(pickle.dumps(aug))
+    assert torch.equal(clone(x, values, generator=gen(3)), kept)
+
+
+def test_no_gradient_flows_to_the_images():
+    x = images().requires_grad_()
+    out = Augmenter(SPEC_ALL)(x, all_values(), generator=gen(3))
+    assert not out.requires_grad
+    for fn in FUNCS.values():
+        assert not fn(x, torch.full((B,), 0.7), gen()).requires_grad
