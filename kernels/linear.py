@@ -134,10 +134,10 @@ def _stn_fwd_kernel(
         wr = tl.load(wr_ptrs, mask=w_mask, other=0.0)
         wg_ptrs += BLOCK_K
         wr_ptrs += BLOCK_K
-        acc_g = tl.dot(a, wg, acc_g, input_precision=PRECISION)
-        acc_r = tl.dot(a, wr, acc_r, input_precision=PRECISION)
+        acc_g = tl.dot(a, wg, acc_g, input_precision=PRECISION, out_dtype=ACC)
+        acc_r = tl.dot(a, wr, acc_r, input_precision=PRECISION, out_dtype=ACC)
         if HAS_XT:
-            acc_t = tl.dot(at, wg, acc_t, input_precision=PRECISION)
+            acc_t = tl.dot(at, wg, acc_t, input_precision=PRECISION, out_dtype=ACC)
 
     # Epilogue. Register budget: the K loop holds three BLOCK_M x BLOCK_N fp32 tiles, and the epilogue
     # never holds more. The dual y is stored first (acc_g dies); s = ε·V_sᵀ is built by an outer product
@@ -266,13 +266,13 @@ def _stn_bwd_dx_kernel(
         wg = tl.load(wg_ptr + w_off, mask=w_mask, other=0.0)
         if NEED_DXT:
             dyt = tl.load(dyt_ptr + a_off, mask=a_mask, other=0.0)
-            acc_t = tl.dot(dyt, wg, acc_t, input_precision=PRECISION)
+            acc_t = tl.dot(dyt, wg, acc_t, input_precision=PRECISION, out_dtype=ACC)
         if NEED_DX:
             dy = tl.load(dy_ptr + a_off, mask=a_mask, other=0.0)
             g = tl.load(g_ptr + a_off, mask=a_mask, other=0.0)
             wr = tl.load(wr_ptr + w_off, mask=w_mask, other=0.0)
-            acc_x = tl.dot(dy, wg, acc_x, input_precision=PRECISION)
-            acc_x = tl.dot(g, wr, acc_x, input_precision=PRECISION)
+            acc_x = tl.dot(dy, wg, acc_x, input_precision=PRECISION, out_dtype=ACC)
+            acc_x = tl.dot(g, wr, acc_x, input_precision=PRECISION, out_dtype=ACC)
     out_off = (offs_m.to(tl.int64) * N)[:, None] + offs_n[None, :]
     out_mask = mask_m[:, None] & mask_n[None, :]
     if NEED_DXT:
@@ -309,14 +309,14 @@ def _stn_bwd_dw_kernel(
         x = tl.load(x_ptr + x_off, mask=x_mask, other=0.0)
         if NEED_DWG:
             dy = tl.load(dy_ptr + c_off, mask=c_mask, other=0.0)
-            acc_g = tl.dot(dy, x, acc_g, input_precision=PRECISION)
+            acc_g = tl.dot(dy, x, acc_g, input_precision=PRECISION, out_dtype=ACC)
             if HAS_XT:
                 dyt = tl.load(dyt_ptr + c_off, mask=c_mask, other=0.0)
                 xt = tl.load(xt_ptr + x_off, mask=x_mask, other=0.0)
-                acc_g = tl.dot(dyt, xt, acc_g, input_precision=PRECISION)
+                acc_g = tl.dot(dyt, xt, acc_g, input_precision=PRECISION, out_dtype=ACC)
         if NEED_DWR:
             g = tl.load(g_ptr + c_off, mask=c_mask, other=0.0)
-            acc_r = tl.dot(g, x, acc_r, input_precision=PRECISION)
+            acc_r = tl.dot(g, x, acc_r, input_precision=PRECISION, out_dtype=ACC)
     out_off = (offs_m.to(tl.int64) * N)[:, None] + offs_n[None, :]
     out_mask = mask_m[:, None] & mask_n[None, :]
     if NEED_DWG:

@@ -118,10 +118,11 @@ def test_lstm_opcheck():
     gates, gates_t, c, c_t = make((3, 8)), make((3, 8)), make((3, 2)), make((3, 2))
     for args in ((gates, gates_t, c, c_t), (gates, None, c, None), (gates, gates_t, c, None)):
         torch.library.opcheck(torch.ops.fastdstn_triton.lstm_cell_dual.default, args, test_utils=OPCHECK_UTILS)
+    # The backward op runs inside autograd's backward only (no double backward): its inputs carry no grad.
     dh, dh_t, dc, dc_t = (make((3, 2), requires_grad=False) for _ in range(4))
+    saved = [t.detach() for t in (gates, gates_t, c, c_t)]
     torch.library.opcheck(torch.ops.fastdstn_triton.lstm_cell_dual_backward.default,
-                          (gates, gates_t, c, c_t, dh, dh_t, dc, dc_t, [True, True, True, True]),
-                          test_utils=OPCHECK_UTILS)
+                          (*saved, dh, dh_t, dc, dc_t, [True, True, True, True]), test_utils=OPCHECK_UTILS)
 
 
 @pytest.mark.parametrize("with_gt,with_ct", [(True, True), (False, True), (False, False)])

@@ -393,3 +393,99 @@ def test_errors_name_the_argument():
         drop(torch.randn(2, 3), None, torch.tensor([0.1, 0.2, 0.3]), 0, 0, [])
     with pytest.raises(RuntimeError, match=r"shared_dims: must not contain the batch dimension"):
         drop(torch.randn(2, 3), None, torch.tensor([0.1, 0.2]), 0, 0, [0])
+
+
+# ----------------------------------------------------------------------------- CUDA kernels (GPU only)
+# The same checks on the CUDA dispatch key: the epilogue kernels of csrc/cuda/stn_kernels.cu against the
+# reference on the GPU (float64 to round-off, float32 within the 2x rule, bf16 loosely), opcheck on CUDA
+# tensors, and the seeded dropout mask's statistics.
+cuda_only = pytest.mark.skipif(not (torch.cuda.is_available() and cpp.cuda_registered()),
+                               reason="needs a GPU and an extension built with FASTDSTN_CUDA=1")
+
+
+def _cuda(args, dtype=None):
+    return tuple(a.detach().to("cuda", dtype or a.dtype).requires_grad_(a.requires_grad)
+                 if isinstance(a, torch.Tensor) else a for a in args)
+
+
+def _outputs_and_grads(fn, args):
+    result = fn(*args)
+    outs = [o for o in result if o is not None] if isinstance(result, tuple) else [result]
+    leaves = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    torch.manual_seed(1)
+    loss = sum((o.float() * torch.randn(o.shape, device=o.device)).sum() for o in outs if o.requires_grad)
+    grads = torch.autograd.grad(loss, leaves) if leaves else ()
+    return [o.detach().double() for o in outs] + [g.double() for g in grads]
+
+
+def _dense_cases_on_cuda():
+    for case in LINEAR_CASES:
+        yield f"linear-{case[0]}x{case[1]}x{case[2]}-{case[7]}", _linear_args(case), None
+    for case in CONV_CASES:
+        args, geo = _conv_args(case)
+        yield f"conv-{case[1]}to{case[2]}-k{case[5]}-g{case[6]}-{case[10]}", args, geo
+
+
+def _dense_fns(geo):
+    if geo is None:
+        return [(cpp.stn_linear_dual, ref.stn_linear_dual, False), (cpp.stn_linear, ref.stn_linear, True)]
+    return [(lambda *a: cpp.stn_conv2d_dual(*a, *geo), lambda *a: ref.stn_conv2d_dual(*a, *geo), False),
+            (lambda *a: cpp.stn_conv2d(*a, *geo), lambda *a: ref.stn_conv2d(*a, *geo), True)]
+
+
+@cuda_only
+@pytest.mark.parametrize("name,args,geo", list(_dense_cases_on_cuda()), ids=lambda v: v if isinstance(v, str) else "")
+def test_cuda_dense_ops_match_the_reference(name, args, geo):
+    for fn_cpp, fn_ref, nonlinear in _dense_fns(geo):
+        inputs = _nonlinear(args) if nonlinear else args
+        with ops.use_backend("reference"):
+            want = _outputs_and_grads(fn_ref, _cuda(inputs))
+        got = _outputs_and_grads(fn_cpp, _cuda(inputs))
+        for g, w in zip(got, want):
+            torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+        errors = [((m - e).abs().max().item(), (t - e).abs().max().item(), e.abs().max().item())
+                  for m, t, e in zip(_outputs_and_grads(fn_cpp, _cuda(inputs, torch.float32)),
+                                     _outputs_and_grads(fn_ref, _cuda(inputs, torch.float32)), want)]
+        _assert_within_rule(errors)
+        bf16 = _outputs_and_grads(fn_cpp, _cuda(inputs, torch.bfloat16))
+        for b, w in zip(bf16, want):
+            assert (b - w).abs().max().item() <= 0.05 * max(w.abs().max().item(), 1.0)
+
+
+@cuda_only
+@pytest.mark.parametrize("case", LINEAR_CASES[:2] + CONV_CASES[:2], ids=lambda c: f"{len(c)}-{c[0]}x{c[1]}x{c[2]}")
+def test_cuda_opcheck(case):
+    if len(case) == len(LINEAR_CASES[0]):
+        args = _cuda(_linear_args(case, torch.float32))
+        torch.library.opcheck(torch.ops.fastdstn.stn_linear_dual.default, args, test_utils=OPCHECK_UTILS)
+    else:
+        args, geo = _conv_args(case, torch.float32)
+        torch.library.opcheck(torch.ops.fastdstn.stn_conv2d_dual.default, (*_cuda(args), *geo),
+                              test_utils=OPCHECK_UTILS)
+
+
+@cuda_only
+@pytest.mark.parametrize("tangents", ["gc", "g", ""])
+def test_cuda_lstm_cell_matches_the_reference(tangents):
+    args = _cuda(_lstm_args(7, 33, tangents, True, torch.float64))
+    with ops.use_backend("reference"):
+        want = _outputs_and_grads(ref.lstm_cell_dual, args)
+    for g, w in zip(_outputs_and_grads(cpp.lstm_cell_dual, args), want):
+        torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
+
+
+@cuda_only
+def test_cuda_dropout_rates_masks_and_backward():
+    rate = torch.tensor([0.0, 0.2, 0.5, 0.8], device="cuda")
+    x = torch.ones(4, 20000, device="cuda", requires_grad=True)
+    xt = torch.randn(4, 20000, device="cuda", requires_grad=True)
+    y, yt = cpp.dropout_dual(x, xt, rate, 11, 0, ())
+    kept = (y != 0).float().mean(1)
+    torch.testing.assert_close(kept, 1 - rate, atol=0.015, rtol=0)
+    mask = y.detach()
+    torch.testing.assert_close(yt, xt * mask)
+    gy = torch.randn_like(y)
+    gx, gxt = torch.autograd.grad((y * gy).sum() + (yt * gy).sum(), (x, xt))
+    torch.testing.assert_close(gx, gy * mask)
+    torch.testing.assert_close(gxt, gy * mask)
+    assert torch.equal(cpp.dropout_dual(x, None, rate, 11, 0, ())[0], y)
