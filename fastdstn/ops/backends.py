@@ -2,7 +2,7 @@
 
 Backends: "reference" (fastdstn.ops.reference, always there), "cpp" (fastdstn.ops.cpp: the compiled
 ATen/OpenMP and CUDA extension) and "triton" (fastdstn.kernels: CUDA tensors only). "auto" picks, per
-device, the first available of triton → cpp → reference on CUDA and cpp → reference on CPU. A
+device, the first available of cpp → triton → reference on CUDA and cpp → reference on CPU. A
 backend that is asked for but missing (not built, no GPU) falls back to the reference with one
 warning; an op a backend does not implement runs the reference silently.
 """
@@ -18,7 +18,11 @@ from typing import Dict, Iterator, Optional
 from . import reference
 
 BACKEND_MODULES = {"reference": "fastdstn.ops.reference", "cpp": "fastdstn.ops.cpp", "triton": "fastdstn.kernels"}
-AUTO_ORDER = {"cuda": ("triton", "cpp", "reference"), "cpu": ("cpp", "reference")}
+# CUDA: the compiled ops first. Measured on an H100 (torch 2.11, benchmarks/RESULTS_gpu.md): at the
+# SPEC §8 layer sizes the dual ops are launch-bound and cpp runs them 1.15–1.56x faster than the
+# reference, the Triton backend 1.4–3x slower than cpp; the fmnist-quick epoch takes 0.7–0.9 s with cpp,
+# 1.2–1.3 s with triton. Triton serves CUDA when the extension was built without CUDA kernels.
+AUTO_ORDER = {"cuda": ("cpp", "triton", "reference"), "cpu": ("cpp", "reference")}
 
 _forced: contextvars.ContextVar[str] = contextvars.ContextVar("fastdstn_backend", default="auto")
 _loaded: Dict[str, Optional[ModuleType]] = {"reference": reference}
@@ -74,8 +78,8 @@ def _warn_once(name: str, device_type: str) -> None:
                       f"`fastdstn info` shows what was built.", RuntimeWarning, stacklevel=4)
 
 
-def resolve(op: str, device_type: str):
-    """The callable that runs `op` on tensors of `device_type` under the current backend choice."""
+def choose(op: str, device_type: str):
+    """(backend name, callable) that runs `op` on tensors of `device_type` under the current backend choice."""
     forced = _forced.get()
     candidates = AUTO_ORDER.get(device_type, ("reference",)) if forced == "auto" else (forced,)
     for name in candidates:
@@ -83,10 +87,15 @@ def resolve(op: str, device_type: str):
         if module is not None and supports(module, device_type):
             implementation = getattr(module, op, None)
             if implementation is not None:
-                return implementation
+                return name, implementation
         elif forced != "auto":
             _warn_once(name, device_type)
-    return getattr(reference, op)
+    return "reference", getattr(reference, op)
+
+
+def resolve(op: str, device_type: str):
+    """The callable that runs `op` on tensors of `device_type` under the current backend choice."""
+    return choose(op, device_type)[1]
 
 
 def available() -> Dict[str, str]:

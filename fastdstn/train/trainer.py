@@ -493,9 +493,9 @@ class Trainer:
 
     def op_backend(self) -> str:
         """Which fastdstn.ops implementation the STN layers run on this device (reference, cpp, triton)."""
-        from ..ops.backends import resolve
+        from ..ops.backends import choose
 
-        return resolve("stn_linear", self.device.type).__module__.rsplit(".", 1)[-1]
+        return choose("stn_linear", self.device.type)[0]
 
     def _read_best_row(self) -> Optional[Dict[str, Any]]:
         from .records import read_csv
