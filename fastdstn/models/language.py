@@ -40,9 +40,10 @@ def _linearized(t: torch.Tensor) -> torch.Tensor:
 
 
 class LSTMLanguageModel(nn.Module):
-    """Time-major (T, B) tokens → (T, B, vocab) logits."""
+    """Time-major (T, B) tokens → (T, B, vocab) logits. activation_regularization: compute the AR/TAR term
+    (the feed must then carry the hyperparameters "ar" and "tar"; `lstm_lm` adds them)."""
 
-    def __init__(self, vocab: int, size: int, layers: int, num_hypers: int, activation_regularization: bool = True
+    def __init__(self, vocab: int, size: int, layers: int, num_hypers: int, activation_regularization: bool = False
                  ) -> None:
         super().__init__()
         self.activation_regularization = activation_regularization
