@@ -114,7 +114,6 @@ void dense_forward_planes(const DenseForward& e) {
   const S* br = static_cast<const S*>(e.br);
   S* y = static_cast<S*>(e.y);
   S* yt = static_cast<S*>(e.yt);
-  S* u = static_cast<S*>(e.u);
   at::parallel_for(0, B * C, grain_rows(P), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t b = q / C, c = q % C;
@@ -123,7 +122,6 @@ void dense_forward_planes(const DenseForward& e) {
       const S* zg_p = zg + b * e.zg.batch_stride + e.zg.channel(c) * P;
       const S* zr_p = zr + b * e.zr.batch_stride + e.zr.channel(c) * P;
       S* y_p = y + q * P;
-      if (u) std::copy(zr_p, zr_p + P, u + q * P);
       if (yt == nullptr) {
 #pragma omp simd
         for (int64_t p = 0; p < P; ++p) y_p[p] = m::stn_output(zg_p[p], vbg, s, zr_p[p], t, vbr);
@@ -347,8 +345,7 @@ void dropout_loop(const Dropout& e) {
 }  // namespace
 
 void dense_forward_cpu(const DenseForward& e) {
-  // The rows loop serves the linear layer, whose z_r is already compact (no u copy).
-  const bool rows = e.P == 1 && is_plain(e.zg, e.C, 1) && is_plain(e.zr, e.C, 1) && e.u == nullptr;
+  const bool rows = e.P == 1 && is_plain(e.zg, e.C, 1) && is_plain(e.zr, e.C, 1);
   AT_DISPATCH_FLOATING_TYPES(e.dtype, "fastdstn_dense_forward_cpu", [&] {
     rows ? dense_forward_rows<scalar_t>(e) : dense_forward_planes<scalar_t>(e);
   });

@@ -9,9 +9,8 @@
 // backward accumulates into one output with beta = 1 (addmm_) instead of concatenating cotangents
 // along K, which would copy activations: e.g. ∂x = ∂y·W_g + (s⊙∂ẏ)·W_r is mm + addmm_.
 // Conv: weights are small, so [W_g; W_r] is stacked along the output channels (per group) and one
-// convolution computes z = [z_g | z_r]; the forward epilogue copies z_r out compactly (u, what the
-// backward needs) so that the stack dies with the forward; the backward stacks the cotangents
-// [∂z_g | ∂z_r] in the epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.
+// convolution computes z = [z_g | z_r]; the backward stacks the cotangents [∂z_g | ∂z_r] in the
+// epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.
 //
 // ∂V = ∂[s|t]ᵀ·h is computed as (hᵀ·∂[s|t])ᵀ: MKL's path for a (2·out × B)·(B × H) product with H ≈ 3
 // was 10x slower (760 µs against 74 µs at out = 1024, B = 128, 1 thread).
@@ -315,7 +314,6 @@ T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
   const Tensor z = conv(x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups).contiguous();
   const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
   Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
-  Tensor u = at::empty_like(y);
   const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
   DenseForward e{x.scalar_type()};
   e.B = B;
@@ -325,13 +323,12 @@ T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
   e.zr = stacked_operand(z, C, P, groups, 1);
   set_projection(e, st, bgc, brc);
   e.y = y.data_ptr();
-  e.u = u.data_ptr();
   run(e, x);
-  return {y, st, u};
+  return {y, st, z};
 }
 
 T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u,
+                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& z,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        bool has_bg, std::array<bool, 7> mask) {
   // mask: x, h, Wg, bg, Wr, br, V
@@ -356,7 +353,7 @@ T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
   Tensor dst = need_dst ? at::empty_like(st) : Tensor();
   Tensor tg = need_tg ? at::empty({B, C}, g.options()) : Tensor();
   e.g = g.data_ptr();
-  e.zr = plain_operand(u, C, P);
+  e.zr = stacked_operand(z, C, P, groups, 1);
   e.st = st.data_ptr();
   e.has_t = brc.defined();
   e.br = ptr_or_null(brc);
@@ -391,7 +388,6 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
   const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
   Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
   Tensor yt = present(xt) ? conv(*xt, Wg, stride, padding, dilation, groups).contiguous() : at::empty_like(y);
-  Tensor u = at::empty_like(y);
   const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
   DenseForward e{x.scalar_type()};
   e.B = B;
@@ -403,21 +399,20 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
   set_projection(e, st, bgc, brc);
   e.y = y.data_ptr();
   e.yt = yt.data_ptr();
-  e.u = u.data_ptr();
   run(e, x);
-  return {y, yt, st, u};
+  return {y, yt, st, z};
 }
 
 T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
                             const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
-                            const Tensor& V, const Tensor& st, const Tensor& u, at::IntArrayRef stride,
+                            const Tensor& V, const Tensor& st, const Tensor& z, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool has_bg,
                             std::array<bool, 8> mask) {
   // mask: x, xt, eps, Wg, bg, Wr, br, V
   const Tensor brc = contiguous_or_undefined(br);
   const Tensor xtc = present(xt) ? *xt : Tensor();
   const bool has_g = present(gyt), has_gy = present(gy);
-  const int64_t B = u.size(0), C = u.size(1), Ho = u.size(2), Wo = u.size(3), P = Ho * Wo;
+  const int64_t B = z.size(0), C = Wg.size(0), Ho = z.size(2), Wo = z.size(3), P = Ho * Wo;
   const Tensor gyc = has_gy ? gy->contiguous() : Tensor();
   // Operand x meets two cotangents: ∂z_g = ∂y (for ∂x, ∂W_g) and ∂z_r = s⊙∂ẏ (for ∂x, ∂W_r).
   const bool zg_needed = has_gy && (mask[0] || mask[3]);
@@ -444,7 +439,7 @@ T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
     if (need_dst) dst = at::empty_like(st);
     if (need_tg) tg = at::empty({B, C}, g.options());
     e.g = g.data_ptr();
-    e.zr = plain_operand(u, C, P);
+    e.zr = stacked_operand(z, C, P, groups, 1);
     e.st = st.data_ptr();
     e.has_t = brc.defined();
     e.br = ptr_or_null(brc);

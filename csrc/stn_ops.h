@@ -35,8 +35,6 @@ inline Operand plain_operand(const at::Tensor& t, int64_t C, int64_t P) {
 //   nonlinear (yt == nullptr): y = z_g + b_g + s⊙z_r + t⊙b_r
 //   dual:                      y = z_g + b_g,  ẏ = w + s⊙z_r + t⊙b_r   (w = ẋ·W_gᵀ, or 0 when null)
 // y may be z_g's buffer and ẏ may be w's buffer (updated in place: each element is read before written).
-// With u the pass also copies z_r out of the stacked conv output, so that the backward keeps (B, C, P)
-// instead of the whole (B, 2C, P) stack (the reference keeps x·W_rᵀ alone; the copy rides on the read).
 struct DenseForward {
   at::ScalarType dtype;
   int64_t B = 0, C = 0, P = 1;
@@ -48,7 +46,6 @@ struct DenseForward {
   const void* br = nullptr;   // (C) or null (then has_t is false)
   void* y = nullptr;          // contiguous (B, C, P)
   void* yt = nullptr;         // contiguous (B, C, P) or null
-  void* u = nullptr;          // contiguous (B, C, P): a compact copy of z_r for the backward, or null
 };
 
 // Backward epilogue; g is the cotangent of the output that carries s⊙z_r + t⊙b_r (contiguous (B, C, P)).

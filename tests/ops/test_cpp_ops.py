@@ -266,25 +266,20 @@ def _saved_activation_bytes(run, resident):
     return sum(n for ptr, n in seen.items() if ptr not in skip)
 
 
-def test_hyper_step_saves_no_more_than_the_backward_needs():
-    """Weights frozen, h and x requiring grad (the hyper step): the linear op keeps u = x·W_rᵀ and [s|t] but not
-    x (read only for weight gradients), the conv op keeps u = conv(x, W_r), not the (B, 2C, …) stack."""
+def test_hyper_step_linear_saves_no_input_activation():
+    """Weights frozen, h and x requiring grad (the hyper step): the linear ops keep u = x·W_rᵀ and [s|t] but
+    not x or ẋ, which only the weights' gradients read."""
     B, n_in, n_out, H = 32, 64, 48, 3
     x = torch.randn(B, n_in, requires_grad=True)
+    xt = torch.randn(B, n_in, requires_grad=True)
     h = torch.randn(B, H, requires_grad=True)
-    Wg, Wr, bg, br, V = torch.randn(n_out, n_in), torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(n_out), \
-        torch.randn(2 * n_out, H)
-    saved = _saved_activation_bytes(lambda: cpp.stn_linear(x, h, Wg, bg, Wr, br, V), [x, h, Wg, Wr, bg, br, V])
+    Wg, Wr, bg, br = torch.randn(n_out, n_in), torch.randn(n_out, n_in), torch.randn(n_out), torch.randn(n_out)
+    V = torch.randn(2 * n_out, H)
+    resident = [x, xt, h, Wg, Wr, bg, br, V]
     u_and_st = (B * n_out + B * 2 * n_out) * 4
-    assert saved <= u_and_st + 64, saved
-    xc = torch.randn(4, 3, 10, 10, requires_grad=True)
-    Wgc, Wrc = torch.randn(8, 3, 3, 3), torch.randn(8, 3, 3, 3)
-    Vc = torch.randn(16, H)
-    hc = torch.randn(4, H, requires_grad=True)
-    saved = _saved_activation_bytes(lambda: cpp.stn_conv2d(xc, hc, Wgc, None, Wrc, torch.randn(8), Vc, (1, 1), (1, 1),
-                                                           (1, 1), 1), [xc, hc, Wgc, Wrc, Vc])
-    u_and_st = (4 * 8 * 10 * 10 + 4 * 16) * 4
-    assert saved <= u_and_st + 64, saved
+    assert _saved_activation_bytes(lambda: cpp.stn_linear(x * 1, h, Wg, bg, Wr, br, V), resident) <= u_and_st + 64
+    assert _saved_activation_bytes(lambda: cpp.stn_linear_dual(x * 1, xt * 1, h, Wg, bg, Wr, br, V),
+                                   resident) <= u_and_st + 64
 
 
 def test_autograd_is_registered_in_cpp():
