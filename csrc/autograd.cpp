@@ -269,7 +269,11 @@ struct LstmFn : torch::autograd::Function<LstmFn> {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [h, ht, c_new, ct] = handle.call(gates, gates_t, c, c_t);
     ctx->set_materialize_grads(false);
-    if (!present(gates_t) && !present(c_t)) ctx->mark_non_differentiable({ht, ct});
+    // The primal outputs depend on the primal inputs alone; the tangents on both.
+    std::vector<Tensor> constant;
+    if (!requires_grad(gates) && !requires_grad(c)) constant.insert(constant.end(), {h, c_new});
+    if (!present(gates_t) && !present(c_t)) constant.insert(constant.end(), {ht, ct});
+    if (!constant.empty()) ctx->mark_non_differentiable(constant);
     ctx->save_for_backward({gates, value(gates_t), c, value(c_t)});
     return {h, ht, c_new, ct};
   }
@@ -301,7 +305,13 @@ struct DropoutFn : torch::autograd::Function<DropoutFn> {
     at::AutoDispatchBelowADInplaceOrView guard;
     auto [y, yt] = handle.call(x, xt, rate, seed, batch_dim, shared_dims);
     ctx->set_materialize_grads(false);
-    if (!present(xt)) ctx->mark_non_differentiable({yt});
+    // y = x ⊙ m and ẏ = ẋ ⊙ m: an output whose input carries no gradient carries none either. Without this a
+    // primal fed by a frozen network (Δ-STN's response sub-step) would require grad because its tangent
+    // does, and every STN layer after the dropout would compute ∂x (two more weight GEMMs per layer).
+    std::vector<Tensor> constant;
+    if (!requires_grad(x)) constant.push_back(y);
+    if (!requires_grad(xt)) constant.push_back(yt);
+    if (!constant.empty()) ctx->mark_non_differentiable(constant);
     ctx->save_for_backward({rate});
     ctx->saved_data["has_xt"] = present(xt);
     ctx->saved_data["seed"] = seed;
