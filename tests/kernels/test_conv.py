@@ -5,7 +5,7 @@ import torch
 import fastdstn.kernels as K
 from fastdstn.ops import reference as R
 
-from kernel_checks import OPCHECK_UTILS, assert_matches, grads, make, to64
+from kernel_checks import DEVICE, OPCHECK_UTILS, assert_matches, grads, make, to64
 
 # (batch, c_in, c_out, size, kernel, stride, padding, dilation)
 GEOMETRIES = [
@@ -100,6 +100,10 @@ def test_conv_half_precision():
 def test_conv_gradcheck_float64():
     args = [t.double().detach().requires_grad_() for t in conv_inputs(1, 2, 3, 5, 3, 2)]
     geo = ((1, 1), (1, 1), (1, 1), 1)
-    assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d_dual(*a, *geo), args, fast_mode=True)
+    # On a GPU ∂b_r and ∂V are summed with atomics, so two backwards differ in the last bits (H100: gradcheck's
+    # reentrancy check failed at tolerance 0 while analytical and numerical gradients matched).
+    nondet = 1e-12 if DEVICE == "cuda" else 0.0
+    assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d_dual(*a, *geo), args, fast_mode=True, nondet_tol=nondet)
     x, _, h, Wg, bg, Wr, br, V = args
-    assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d(*a, *geo), (x, h, Wg, bg, Wr, br, V), fast_mode=True)
+    assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d(*a, *geo), (x, h, Wg, bg, Wr, br, V), fast_mode=True,
+                                    nondet_tol=nondet)

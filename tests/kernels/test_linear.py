@@ -100,6 +100,8 @@ def test_nonlinear_without_br():
     assert_matches("linear bwd", grads([got], [c], args), grads([ref32], [c], args), grads([ref64], [c], a64))
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="the pinned test config's float64 tiles need 320 KB of shared memory "
+                    "(an H100 has 227 KB); float64 is gradcheck-only and runs under the interpreter")
 def test_gradcheck_float64():
     args = [t.double().detach().requires_grad_() for t in dual_inputs(3, 5, 4, 2)]
     assert torch.autograd.gradcheck(K.stn_linear_dual, args, fast_mode=True)
