@@ -100,6 +100,14 @@ def linearized(outputs):
     return tree_map(add_tangent, outputs)
 
 
+def _flat_collective(tensors: list, collective: Callable[[Tensor], None]) -> list:
+    """One collective over the concatenation of same-dtype `tensors` (applied in place to the flat buffer);
+    returns views of the result shaped like each tensor."""
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    collective(flat)
+    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
 class _Network(nn.Module):
     """The model's forward, linearized on request (ŷ = y + ẏ): the module DistributedDataParallel wraps.
     DDP finds the parameters a step uses by walking back from the output its forward returns; in Δ-STN's
@@ -176,19 +184,17 @@ class SelfTuning:
             return
         buffers = [b for b in self.model.buffers() if b.numel()]
         src = dist.get_global_rank(self._group, 0)
-        for dtype in {b.dtype for b in buffers}:
+        for dtype in dict.fromkeys(b.dtype for b in buffers):    # the same order on every rank (a set's is not)
             same = [b for b in buffers if b.dtype == dtype]
-            flat = torch.cat([b.reshape(-1) for b in same])
-            dist.broadcast(flat, src=src, group=self._group)
-            for b, part in zip(same, flat.split([b.numel() for b in same])):
-                b.copy_(part.view_as(b))
+            for b, synced in zip(same, _flat_collective(same, lambda flat: dist.broadcast(flat, src, self._group))):
+                b.copy_(synced)
 
     def _average_over_ranks(self, tensors: list) -> list:
         """The mean over the ranks of each tensor (one all-reduce of their concatenation)."""
-        flat = torch.cat([t.reshape(-1) for t in tensors])
-        dist.all_reduce(flat, group=self._group)
-        flat /= dist.get_world_size(self._group)
-        return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+        def mean(flat: Tensor) -> None:
+            dist.all_reduce(flat, group=self._group)
+            flat /= dist.get_world_size(self._group)
+        return _flat_collective(tensors, mean)
 
     # ----------------------------------------------------------------- pieces
     def _inputs(self, inputs: Tensor, values: Mapping[str, Tensor]) -> Tensor:

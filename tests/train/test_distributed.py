@@ -97,6 +97,14 @@ def test_a_checkpoint_resumes_only_with_the_same_number_of_processes(straight_ru
         Trainer(tiny_config(train={"epochs": 3}), out, progress=False).fit(resume=True)
 
 
+def test_batchnorm_statistics_are_rank_0s_on_every_rank(tmp_path):
+    """sync_buffers broadcasts float and integer buffers in the same order on every rank."""
+    torchrun(os.path.join(os.path.dirname(__file__), "ddp_buffers.py"), str(tmp_path), cwd=str(tmp_path))
+    rank0, rank1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
+    assert_equal_tensors(rank0, rank1)
+    assert rank1["running_mean"].eq(1.0).all() and int(rank1["num_batches_tracked"]) == 5
+
+
 def test_a_language_model_trains_on_contiguous_shards(tmp_path):
     out = str(tmp_path / "lm")
     rank0, rank1 = train_two_ranks(tiny_values(**LM), out)
