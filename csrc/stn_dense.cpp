@@ -120,11 +120,28 @@ Tensor contiguous_or_undefined(const OptTensor& t) {
 bool present(const OptTensor& t) { return t.has_value() && t->defined(); }
 
 // Shared setup of both epilogues' [s | t] and biases.
-void set_projection(DenseForward& e, const Tensor& st, const Tensor& bg, const Tensor& br) {
+// The fused forward epilogue (DenseForward) of every dense op: y (B, C, P) from z_g, z_r, [s|t] and the
+// biases; with yt defined the dual form, whose w = ẋ·W_gᵀ was computed into yt itself when `w_in_yt`
+// (zero otherwise).
+void forward_epilogue(const Tensor& like, int64_t P, const Operand& zg, const Operand& zr, const Tensor& st,
+                      const OptTensor& bg, const OptTensor& br, const Tensor& y, const Tensor& yt, bool w_in_yt) {
+  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
+  DenseForward e{like.scalar_type()};
+  e.B = y.size(0);
+  e.C = y.size(1);
+  e.P = P;
+  e.zg = zg;
+  e.zr = zr;
   e.st = st.data_ptr();
-  e.has_t = br.defined();
-  e.bg = ptr_or_null(bg);
-  e.br = ptr_or_null(br);
+  e.has_t = brc.defined();
+  e.bg = ptr_or_null(bgc);
+  e.br = ptr_or_null(brc);
+  e.y = y.data_ptr();
+  if (yt.defined()) {
+    e.yt = yt.data_ptr();
+    e.w = w_in_yt ? yt.data_ptr() : nullptr;
+  }
+  run(e, like);
 }
 
 // Fills the gradients asked for but left undefined (their cotangents were absent) with zeros, and
@@ -195,15 +212,8 @@ T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
   const Tensor st = at::mm(h, V.t()).contiguous();
   Tensor y = at::mm(x, Wg.t()).contiguous();
   const Tensor u = at::mm(x, Wr.t()).contiguous();
-  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
-  DenseForward e{x.scalar_type()};
-  e.B = x.size(0);
-  e.C = Wg.size(0);
-  e.zg = plain_operand(y, e.C, 1);
-  e.zr = plain_operand(u, e.C, 1);
-  set_projection(e, st, bgc, brc);
-  e.y = y.data_ptr();
-  run(e, x);
+  const int64_t C = Wg.size(0);
+  forward_epilogue(x, 1, plain_operand(y, C, 1), plain_operand(u, C, 1), st, bg, br, y, Tensor(), false);
   return {y, st, u};
 }
 
@@ -258,17 +268,8 @@ T4 stn_linear_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
   Tensor y = at::mm(x, Wg.t()).contiguous();
   const Tensor u = at::mm(x, Wr.t()).contiguous();
   Tensor yt = present(xt) ? at::mm(*xt, Wg.t()).contiguous() : at::empty_like(y);
-  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
-  DenseForward e{x.scalar_type()};
-  e.B = x.size(0);
-  e.C = Wg.size(0);
-  e.zg = plain_operand(y, e.C, 1);
-  e.zr = plain_operand(u, e.C, 1);
-  e.w = present(xt) ? yt.data_ptr() : nullptr;
-  set_projection(e, st, bgc, brc);
-  e.y = y.data_ptr();
-  e.yt = yt.data_ptr();
-  run(e, x);
+  const int64_t C = Wg.size(0);
+  forward_epilogue(x, 1, plain_operand(y, C, 1), plain_operand(u, C, 1), st, bg, br, y, yt, present(xt));
   return {y, yt, st, u};
 }
 
@@ -314,16 +315,8 @@ T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
   const Tensor z = conv(x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups).contiguous();
   const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
   Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
-  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
-  DenseForward e{x.scalar_type()};
-  e.B = B;
-  e.C = C;
-  e.P = P;
-  e.zg = stacked_operand(z, C, P, groups, 0);
-  e.zr = stacked_operand(z, C, P, groups, 1);
-  set_projection(e, st, bgc, brc);
-  e.y = y.data_ptr();
-  run(e, x);
+  forward_epilogue(x, P, stacked_operand(z, C, P, groups, 0), stacked_operand(z, C, P, groups, 1), st, bg, br, y,
+                   Tensor(), false);
   return {y, st, z};
 }
 
@@ -388,18 +381,8 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
   const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
   Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
   Tensor yt = present(xt) ? conv(*xt, Wg, stride, padding, dilation, groups).contiguous() : at::empty_like(y);
-  const Tensor bgc = contiguous_or_undefined(bg), brc = contiguous_or_undefined(br);
-  DenseForward e{x.scalar_type()};
-  e.B = B;
-  e.C = C;
-  e.P = P;
-  e.zg = stacked_operand(z, C, P, groups, 0);
-  e.zr = stacked_operand(z, C, P, groups, 1);
-  e.w = present(xt) ? yt.data_ptr() : nullptr;
-  set_projection(e, st, bgc, brc);
-  e.y = y.data_ptr();
-  e.yt = yt.data_ptr();
-  run(e, x);
+  forward_epilogue(x, P, stacked_operand(z, C, P, groups, 0), stacked_operand(z, C, P, groups, 1), st, bg, br, y,
+                   yt, present(xt));
   return {y, yt, st, z};
 }
 

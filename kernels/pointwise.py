@@ -169,17 +169,24 @@ def _tanh(v):
 
 
 @triton.jit
+def _four_gates(ptr, gate, valid, HIDDEN):
+    """The input, forget, cell and output entries (as fp32) of (N, 4H) gate rows at the offsets `gate`."""
+    a_i = tl.load(ptr + gate, mask=valid, other=0.0).to(tl.float32)
+    a_f = tl.load(ptr + gate + HIDDEN, mask=valid, other=0.0).to(tl.float32)
+    a_g = tl.load(ptr + gate + 2 * HIDDEN, mask=valid, other=0.0).to(tl.float32)
+    a_o = tl.load(ptr + gate + 3 * HIDDEN, mask=valid, other=0.0).to(tl.float32)
+    return a_i, a_f, a_g, a_o
+
+
+@triton.jit
 def _lstm_cell_dual_kernel(gates_ptr, gates_t_ptr, c_ptr, c_t_ptr, h_ptr, h_t_ptr, c_new_ptr, c_new_t_ptr,
                            numel, HIDDEN,
                            HAS_GT: tl.constexpr, HAS_CT: tl.constexpr, BLOCK: tl.constexpr):
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < numel
-    row = offs // HIDDEN
-    gate = row * (4 * HIDDEN) + offs % HIDDEN
-    i = _sigmoid(tl.load(gates_ptr + gate, mask=valid, other=0.0).to(tl.float32))
-    f = _sigmoid(tl.load(gates_ptr + gate + HIDDEN, mask=valid, other=0.0).to(tl.float32))
-    g = _tanh(tl.load(gates_ptr + gate + 2 * HIDDEN, mask=valid, other=0.0).to(tl.float32))
-    o = _sigmoid(tl.load(gates_ptr + gate + 3 * HIDDEN, mask=valid, other=0.0).to(tl.float32))
+    gate = (offs // HIDDEN) * (4 * HIDDEN) + offs % HIDDEN
+    a_i, a_f, a_g, a_o = _four_gates(gates_ptr, gate, valid, HIDDEN)
+    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), _tanh(a_g), _sigmoid(a_o)
     c = tl.load(c_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     c_new = f * c + i * g
     tanh_c = _tanh(c_new)
@@ -190,10 +197,7 @@ def _lstm_cell_dual_kernel(gates_ptr, gates_t_ptr, c_ptr, c_t_ptr, h_ptr, h_t_pt
         if HAS_CT:
             c_new_t += f * tl.load(c_t_ptr + offs, mask=valid, other=0.0).to(tl.float32)
         if HAS_GT:
-            it = tl.load(gates_t_ptr + gate, mask=valid, other=0.0).to(tl.float32)
-            ft = tl.load(gates_t_ptr + gate + HIDDEN, mask=valid, other=0.0).to(tl.float32)
-            gt = tl.load(gates_t_ptr + gate + 2 * HIDDEN, mask=valid, other=0.0).to(tl.float32)
-            ot = tl.load(gates_t_ptr + gate + 3 * HIDDEN, mask=valid, other=0.0).to(tl.float32)
+            it, ft, gt, ot = _four_gates(gates_t_ptr, gate, valid, HIDDEN)
             c_new_t += f * (1 - f) * ft * c + i * (1 - i) * it * g + i * (1 - g * g) * gt
             h_t = o * (1 - o) * ot * tanh_c + o * (1 - tanh_c * tanh_c) * c_new_t
         else:
@@ -224,12 +228,9 @@ def _lstm_cell_dual_bwd_kernel(gates_ptr, gates_t_ptr, c_ptr, c_t_ptr, dh_ptr, d
     """
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     valid = offs < numel
-    row = offs // HIDDEN
-    gate = row * (4 * HIDDEN) + offs % HIDDEN
-    i = _sigmoid(tl.load(gates_ptr + gate, mask=valid, other=0.0).to(tl.float32))
-    f = _sigmoid(tl.load(gates_ptr + gate + HIDDEN, mask=valid, other=0.0).to(tl.float32))
-    g = _tanh(tl.load(gates_ptr + gate + 2 * HIDDEN, mask=valid, other=0.0).to(tl.float32))
-    o = _sigmoid(tl.load(gates_ptr + gate + 3 * HIDDEN, mask=valid, other=0.0).to(tl.float32))
+    gate = (offs // HIDDEN) * (4 * HIDDEN) + offs % HIDDEN
+    a_i, a_f, a_g, a_o = _four_gates(gates_ptr, gate, valid, HIDDEN)
+    i, f, g, o = _sigmoid(a_i), _sigmoid(a_f), _tanh(a_g), _sigmoid(a_o)
     c = tl.load(c_ptr + offs, mask=valid, other=0.0).to(tl.float32)
     i1 = i * (1 - i)
     f1 = f * (1 - f)
@@ -247,10 +248,7 @@ def _lstm_cell_dual_bwd_kernel(gates_ptr, gates_t_ptr, c_ptr, c_t_ptr, dh_ptr, d
             ct = tl.load(c_t_ptr + offs, mask=valid, other=0.0).to(tl.float32)
             c_new_t += f * ct
         if HAS_GT:
-            it = tl.load(gates_t_ptr + gate, mask=valid, other=0.0).to(tl.float32)
-            ft = tl.load(gates_t_ptr + gate + HIDDEN, mask=valid, other=0.0).to(tl.float32)
-            gt = tl.load(gates_t_ptr + gate + 2 * HIDDEN, mask=valid, other=0.0).to(tl.float32)
-            ot = tl.load(gates_t_ptr + gate + 3 * HIDDEN, mask=valid, other=0.0).to(tl.float32)
+            it, ft, gt, ot = _four_gates(gates_t_ptr, gate, valid, HIDDEN)
             c_new_t += f1 * ft * c + i1 * it * g + i * g1 * gt
         gct_total = gct + ght * o * rho
         g_T = gh * o - ght * 2 * o * T * c_new_t
