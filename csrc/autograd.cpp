@@ -88,10 +88,11 @@ std::vector<int64_t> ints(const c10::IValue& v) { return v.toIntVector(); }
 
 // An activation the linear backward reads only for the weights' gradients: when no weight is trained
 // (the hyper step) a zero-stride stand-in with its shape, dtype and device is saved instead, so that
-// the activation is not kept alive until the backward. Undefined stays undefined (an absent ẋ).
+// the activation is not kept alive until the backward, which reads only its metadata (its one element
+// is left uninitialized). Undefined stays undefined (an absent ẋ).
 Tensor kept_if(bool needed, const Tensor& t) {
   if (needed || !t.defined()) return t;
-  return at::zeros({}, t.options()).expand(t.sizes());
+  return at::empty({}, t.options()).expand(t.sizes());
 }
 
 // ================================================================ stn_linear

@@ -1,6 +1,18 @@
-// CPU loops of the STN ops: at::parallel_for (OpenMP) over rows or (example, channel) pairs, and
-// at::vec::Vectorized over the contiguous inner dimension, applying the formulas of stn_math.h.
+// CPU loops of the STN ops (epilogue_cpu_loops.h), compiled three times: for the x86-64 baseline the
+// extension is built for, with AVX2 + FMA, and with AVX-512 (F, DQ, VL, BW), the widest one the CPU
+// supports chosen once per process (FASTDSTN_CPU_ISA=baseline|avx2 caps the choice). Why: ATen picks
+// a vectorized build of its own kernels per CPU at run time, while an extension is compiled for the
+// baseline only (SSE2), which left our loops the slow part of a fused op. Measured (1 thread, minimum
+// of 400 calls, benchmarks/RESULTS_ops_cpp.md): the linear response epilogue with its ∂V, ∂b_r sums at
+// (128, 1024) 205 µs baseline, 91 µs AVX2; seeded dropout of 128 × 1200 values 440 µs baseline, 265 µs
+// AVX2, 103 µs AVX-512 (its 64-bit multiplies are single instructions there).
+//
+// The other copies are compiled under `#pragma GCC target`, after every header is included: code
+// defined there, and only that, may use the wider instructions (templates of ATen and the standard
+// library keep the target of their definitions), so a CPU without them never runs one.
 #include <algorithm>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 #include <ATen/Dispatch.h>
@@ -10,365 +22,85 @@
 #include "stn_ops.h"
 
 namespace fastdstn {
+
+namespace isa_baseline {
+namespace {
+#include "epilogue_cpu_loops.h"
+}  // namespace
+}  // namespace isa_baseline
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define FASTDSTN_X86_LOOPS 1
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace isa_avx2 {
+namespace {
+#include "epilogue_cpu_loops.h"
+}  // namespace
+}  // namespace isa_avx2
+#pragma GCC pop_options
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,avx512f,avx512dq,avx512vl,avx512bw")
+namespace isa_avx512 {
+namespace {
+#include "epilogue_cpu_loops.h"
+}  // namespace
+}  // namespace isa_avx512
+#pragma GCC pop_options
+#endif
+
 namespace {
 
-namespace m = fastdstn::math;
-template <class S>
-using Vec = at::vec::Vectorized<S>;
+enum class Isa { baseline, avx2, avx512 };
 
-// Elements per parallel task: below this, threads cost more than they save.
-constexpr int64_t kGrainElements = 16384;
-
-// Full-width loads/stores where the vector fits and the counted (zero-filling) forms only in the
-// tail: the counted forms go through a variable-length memcpy, which made the linear epilogue ~10x
-// slower (0.9 ms instead of ~0.1 ms at 128x1024, 1 thread).
-template <class S>
-inline Vec<S> vload(const S* p, int64_t n) {
-  return n == Vec<S>::size() ? Vec<S>::loadu(p) : Vec<S>::loadu(p, n);
-}
-
-template <class S>
-inline void vstore(const Vec<S>& v, S* p, int64_t n) {
-  if (n == Vec<S>::size()) {
-    v.store(p);
-  } else {
-    v.store(p, n);
-  }
-}
-
-template <class S>
-inline Vec<S> load_or_zero(const S* p, int64_t i, int64_t n) {
-  return p ? vload(p + i, n) : Vec<S>(S(0));
-}
-
-template <class S>
-inline S sum_lanes(const Vec<S>& v) {
-  alignas(64) S tmp[Vec<S>::size()];
-  v.store(tmp);
-  S r = 0;
-  for (int k = 0; k < Vec<S>::size(); ++k) r += tmp[k];
-  return r;
-}
-
-inline int64_t grain_rows(int64_t row_elements) {
-  return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_elements));
-}
-
-inline bool is_plain(const Operand& o, int64_t C, int64_t P) {
-  return o.batch_stride == C * P && o.first == 0 && o.opg == C;
-}
-
-// ---------------------------------------------------------------- dense epilogues
-// Plain loops over the contiguous inner dimension with `#pragma omp simd`, applying the scalar
-// instantiation of stn_math.h. Why not at::vec here: an extension is compiled without ATen's
-// CPU_CAPABILITY flags, so at::vec::Vectorized is its generic array fallback, which GCC compiled
-// to per-lane scalar code through the stack. Measured on this machine, stn_linear_dual forward at
-// B=2048, in=1, out=1024 (GEMMs trivial), 1 thread, time above the bare GEMMs: 9.6 ms with at::vec,
-// ~2.5 ms with these loops (the reference's unfused passes: ~15 ms).
-template <class S>
-void dense_forward_rows(const DenseForward& e) {
-  // P == 1 and plain operands (the linear layer): rows of C contiguous channels. Absent operands
-  // (b_g, b_r and t, ẋ·W_gᵀ) read a row of zeros, so the loops carry no branches and vectorize.
-  const int64_t B = e.B, C = e.C, stw = e.has_t ? 2 * C : C;
-  const std::vector<S> zeros(static_cast<size_t>(C), S(0));
-  const S* zg = static_cast<const S*>(e.zg.data);
-  const S* zr = static_cast<const S*>(e.zr.data);
-  const S* w = static_cast<const S*>(e.w);
-  const S* st = static_cast<const S*>(e.st);
-  const S* bg = e.bg ? static_cast<const S*>(e.bg) : zeros.data();
-  const S* br = e.br ? static_cast<const S*>(e.br) : zeros.data();
-  S* y = static_cast<S*>(e.y);
-  S* yt = static_cast<S*>(e.yt);
-  at::parallel_for(0, B, grain_rows(C), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const S* s = st + b * stw;
-      const S* t = e.has_t ? s + C : zeros.data();
-      const S* zg_r = zg + b * C;
-      const S* zr_r = zr + b * C;
-      S* y_r = y + b * C;
-      if (yt == nullptr) {
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) y_r[c] = m::stn_output(zg_r[c], bg[c], s[c], zr_r[c], t[c], br[c]);
-      } else {
-        S* yt_r = yt + b * C;
-        const S* w_r = w ? w + b * C : zeros.data();
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          y_r[c] = m::stn_primal(zg_r[c], bg[c]);
-          yt_r[c] = m::stn_tangent(w_r[c], s[c], zr_r[c], t[c], br[c]);
-        }
-      }
-    }
-  });
-}
-
-template <class S>
-void dense_forward_planes(const DenseForward& e) {
-  // One (example, channel) plane of P pixels per step; s, t, b_g, b_r are constants of the plane.
-  const int64_t B = e.B, C = e.C, P = e.P, stw = e.has_t ? 2 * C : C;
-  const S* zg = static_cast<const S*>(e.zg.data);
-  const S* zr = static_cast<const S*>(e.zr.data);
-  const S* w = static_cast<const S*>(e.w);
-  const S* st = static_cast<const S*>(e.st);
-  const S* bg = static_cast<const S*>(e.bg);
-  const S* br = static_cast<const S*>(e.br);
-  S* y = static_cast<S*>(e.y);
-  S* yt = static_cast<S*>(e.yt);
-  at::parallel_for(0, B * C, grain_rows(P), [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t b = q / C, c = q % C;
-      const S s = st[b * stw + c], t = e.has_t ? st[b * stw + C + c] : S(0);
-      const S vbg = bg ? bg[c] : S(0), vbr = br ? br[c] : S(0);
-      const S* zg_p = zg + b * e.zg.batch_stride + e.zg.channel(c) * P;
-      const S* zr_p = zr + b * e.zr.batch_stride + e.zr.channel(c) * P;
-      S* y_p = y + q * P;
-      if (yt == nullptr) {
-#pragma omp simd
-        for (int64_t p = 0; p < P; ++p) y_p[p] = m::stn_output(zg_p[p], vbg, s, zr_p[p], t, vbr);
-      } else {
-        S* yt_p = yt + q * P;
-#pragma omp simd
-        for (int64_t p = 0; p < P; ++p) y_p[p] = m::stn_primal(zg_p[p], vbg);
-        if (w) {
-          const S* w_p = w + q * P;
-#pragma omp simd
-          for (int64_t p = 0; p < P; ++p) yt_p[p] = m::stn_tangent(w_p[p], s, zr_p[p], t, vbr);
-        } else {
-#pragma omp simd
-          for (int64_t p = 0; p < P; ++p) yt_p[p] = m::stn_tangent(S(0), s, zr_p[p], t, vbr);
-        }
-      }
-    }
-  });
-}
-
-template <class S>
-void dense_backward_rows(const DenseBackward& e) {
-  const int64_t B = e.B, C = e.C, stw = e.has_t ? 2 * C : C;
-  const S* g = static_cast<const S*>(e.g);
-  const S* zr = static_cast<const S*>(e.zr.data);
-  const S* st = static_cast<const S*>(e.st);
-  const S* br = static_cast<const S*>(e.br);
-  const S* gsrc = static_cast<const S*>(e.gsrc);
-  S* a = static_cast<S*>(e.a.data);
-  S* gcopy = static_cast<S*>(e.gcopy.data);
-  S* dst = static_cast<S*>(e.dst);
-  S* tg = static_cast<S*>(e.tg);
-  at::parallel_for(0, B, grain_rows(C), [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      const S* s = st + b * stw;
-      const S* g_r = g + b * C;
-      if (a) {
-        S* a_r = a + b * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) a_r[c] = m::stn_response_cotangent(s[c], g_r[c]);
-      }
-      if (gcopy) std::copy(gsrc + b * C, gsrc + (b + 1) * C, gcopy + b * C);
-      if (dst) {
-        S* ds = dst + b * stw;
-        const S* zr_r = zr + b * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) ds[c] = m::stn_scale_grad(g_r[c], zr_r[c]);
-        if (e.has_t) {
-#pragma omp simd
-          for (int64_t c = 0; c < C; ++c) ds[C + c] = g_r[c] * br[c];
-        }
-      }
-      if (tg) {
-        S* tg_r = tg + b * C;
-#pragma omp simd
-        for (int64_t c = 0; c < C; ++c) tg_r[c] = g_r[c] * s[C + c];
-      }
-    }
-  });
-}
-
-template <class S>
-void dense_backward_planes(const DenseBackward& e) {
-  const int64_t B = e.B, C = e.C, P = e.P, stw = e.has_t ? 2 * C : C;
-  const S* g = static_cast<const S*>(e.g);
-  const S* zr = static_cast<const S*>(e.zr.data);
-  const S* st = static_cast<const S*>(e.st);
-  const S* br = static_cast<const S*>(e.br);
-  const S* gsrc = static_cast<const S*>(e.gsrc);
-  S* a = static_cast<S*>(e.a.data);
-  S* gcopy = static_cast<S*>(e.gcopy.data);
-  S* dst = static_cast<S*>(e.dst);
-  S* tg = static_cast<S*>(e.tg);
-  at::parallel_for(0, B * C, grain_rows(P), [&](int64_t q0, int64_t q1) {
-    for (int64_t q = q0; q < q1; ++q) {
-      const int64_t b = q / C, c = q % C;
-      const S s = st[b * stw + c];
-      const S* g_p = g + q * P;
-      const S* zr_p = zr + b * e.zr.batch_stride + e.zr.channel(c) * P;
-      if (a) {
-        S* a_p = a + b * e.a.batch_stride + e.a.channel(c) * P;
-#pragma omp simd
-        for (int64_t p = 0; p < P; ++p) a_p[p] = m::stn_response_cotangent(s, g_p[p]);
-      }
-      if (gcopy) std::copy(gsrc + q * P, gsrc + (q + 1) * P, gcopy + b * e.gcopy.batch_stride + e.gcopy.channel(c) * P);
-      if (dst || tg) {
-        S sg = 0, sgz = 0;
-#pragma omp simd reduction(+ : sg, sgz)
-        for (int64_t p = 0; p < P; ++p) {
-          sg += g_p[p];
-          sgz += m::stn_scale_grad(g_p[p], zr_p[p]);
-        }
-        if (dst) {
-          dst[b * stw + c] = sgz;
-          if (e.has_t) dst[b * stw + C + c] = sg * br[c];
-        }
-        if (tg) tg[q] = sg * st[b * stw + C + c];
-      }
-    }
-  });
-}
-// ---------------------------------------------------------------- LSTM cell
-template <class S>
-inline Vec<S> vsigmoid(const Vec<S>& v) {
-  const Vec<S> one(S(1));
-  return one / (one + v.neg().exp());
-}
-
-template <class S>
-void lstm_forward_loop(const LstmForward& e) {
-  constexpr int64_t W = Vec<S>::size();
-  const int64_t N = e.N, H = e.H;
-  const S *G = static_cast<const S*>(e.gates), *Gt = static_cast<const S*>(e.gates_t);
-  const S *C0 = static_cast<const S*>(e.c), *Ct = static_cast<const S*>(e.c_t);
-  S *Ho = static_cast<S*>(e.h), *Hto = static_cast<S*>(e.ht);
-  S *Co = static_cast<S*>(e.c_new), *Cto = static_cast<S*>(e.ct_new);
-  at::parallel_for(0, N, grain_rows(4 * H), [&](int64_t n0, int64_t n1) {
-    for (int64_t r = n0; r < n1; ++r) {
-      const S* gr = G + r * 4 * H;
-      const S* gtr = Gt ? Gt + r * 4 * H : nullptr;
-      for (int64_t j = 0; j < H; j += W) {
-        const int64_t n = std::min<int64_t>(W, H - j), k = r * H + j;
-        const Vec<S> i = vsigmoid(vload(gr + j, n)), f = vsigmoid(vload(gr + H + j, n));
-        const Vec<S> g = vload(gr + 2 * H + j, n).tanh(), o = vsigmoid(vload(gr + 3 * H + j, n));
-        const Vec<S> c = vload(C0 + k, n);
-        const Vec<S> cn = m::lstm_cell(i, f, g, c);
-        const Vec<S> tc = cn.tanh();
-        vstore(cn, Co + k, n);
-        vstore((o * tc), Ho + k, n);
-        if (Hto) {
-          const Vec<S> cnt = m::lstm_cell_tangent(i, f, g, c, load_or_zero(gtr, j, n), load_or_zero(gtr, H + j, n),
-                                                  load_or_zero(gtr, 2 * H + j, n), load_or_zero(Ct, k, n));
-          vstore(cnt, Cto + k, n);
-          vstore(m::lstm_hidden_tangent(o, tc, load_or_zero(gtr, 3 * H + j, n), cnt), Hto + k, n);
-        }
-      }
-    }
-  });
-}
-
-template <class S>
-void lstm_backward_loop(const LstmBackward& e) {
-  constexpr int64_t W = Vec<S>::size();
-  const int64_t N = e.N, H = e.H;
-  const S *G = static_cast<const S*>(e.gates), *Gt = static_cast<const S*>(e.gates_t);
-  const S *C0 = static_cast<const S*>(e.c), *Ct = static_cast<const S*>(e.c_t);
-  const S *gh = static_cast<const S*>(e.gh), *ght = static_cast<const S*>(e.ght);
-  const S *gc = static_cast<const S*>(e.gc), *gct = static_cast<const S*>(e.gct);
-  S *dG = static_cast<S*>(e.dgates), *dGt = static_cast<S*>(e.dgates_t);
-  S *dC = static_cast<S*>(e.dc), *dCt = static_cast<S*>(e.dc_t);
-  at::parallel_for(0, N, grain_rows(4 * H), [&](int64_t n0, int64_t n1) {
-    for (int64_t r = n0; r < n1; ++r) {
-      const S* gr = G + r * 4 * H;
-      const S* gtr = Gt ? Gt + r * 4 * H : nullptr;
-      for (int64_t j = 0; j < H; j += W) {
-        const int64_t n = std::min<int64_t>(W, H - j), k = r * H + j, q = r * 4 * H + j;
-        const Vec<S> i = vsigmoid(vload(gr + j, n)), f = vsigmoid(vload(gr + H + j, n));
-        const Vec<S> g = vload(gr + 2 * H + j, n).tanh(), o = vsigmoid(vload(gr + 3 * H + j, n));
-        const Vec<S> c = vload(C0 + k, n);
-        const Vec<S> tc = m::lstm_cell(i, f, g, c).tanh();
-        const auto r_ = m::lstm_backward(i, f, g, o, c, tc, load_or_zero(gtr, j, n), load_or_zero(gtr, H + j, n),
-                                         load_or_zero(gtr, 2 * H + j, n), load_or_zero(gtr, 3 * H + j, n),
-                                         load_or_zero(Ct, k, n), load_or_zero(gh, k, n), load_or_zero(ght, k, n),
-                                         load_or_zero(gc, k, n), load_or_zero(gct, k, n));
-        if (dG) {
-          vstore(r_.dai, dG + q, n);
-          vstore(r_.daf, dG + q + H, n);
-          vstore(r_.dag, dG + q + 2 * H, n);
-          vstore(r_.dao, dG + q + 3 * H, n);
-        }
-        if (dGt) {
-          vstore(r_.dait, dGt + q, n);
-          vstore(r_.daft, dGt + q + H, n);
-          vstore(r_.dagt, dGt + q + 2 * H, n);
-          vstore(r_.daot, dGt + q + 3 * H, n);
-        }
-        if (dC) vstore(r_.dc, dC + k, n);
-        if (dCt) vstore(r_.dct, dCt + k, n);
-      }
-    }
-  });
-}
-
-// ---------------------------------------------------------------- dropout
-template <class S>
-void dropout_loop(const Dropout& e) {
-  // Rows of the last dimension: the mask index and the example are found once per row.
-  const int nd = e.ndim;
-  const int64_t L = e.sizes[nd - 1], rows = e.numel / std::max<int64_t>(L, 1);
-  const int64_t ms_last = e.mask_stride[nd - 1];
-  const bool batch_last = e.batch_dim == nd - 1;
-  const S* x = static_cast<const S*>(e.x);
-  const S* xt = static_cast<const S*>(e.xt);
-  S* y = static_cast<S*>(e.y);
-  S* yt = static_cast<S*>(e.yt);
-  at::parallel_for(0, rows, grain_rows(L), [&](int64_t r0, int64_t r1) {
-    for (int64_t r = r0; r < r1; ++r) {
-      int64_t rem = r, base = 0, b = 0;
-      for (int d = nd - 2; d >= 0; --d) {
-        const int64_t i = rem % e.sizes[d];
-        rem /= e.sizes[d];
-        base += i * e.mask_stride[d];
-        if (d == e.batch_dim) b = i;
-      }
-      double p = e.rate[b];
-      S keep = S(1) / (S(1) - S(p));
-      for (int64_t j = 0; j < L; ++j) {
-        if (batch_last) {
-          p = e.rate[j];
-          keep = S(1) / (S(1) - S(p));
-        }
-        const S mask = m::dropout_scale(m::uniform01(e.stream, static_cast<uint64_t>(base + j * ms_last)), p, keep);
-        const int64_t k = r * L + j;
-        y[k] = x[k] * mask;
-        if (yt) yt[k] = xt[k] * mask;
-      }
-    }
-  });
+Isa cpu_isa() {
+#ifdef FASTDSTN_X86_LOOPS
+  static const Isa isa = [] {
+    __builtin_cpu_init();
+    const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    const bool avx512 = avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq") &&
+                        __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512bw");
+    const char* cap = std::getenv("FASTDSTN_CPU_ISA");
+    if (cap && std::strcmp(cap, "baseline") == 0) return Isa::baseline;
+    if (cap && std::strcmp(cap, "avx2") == 0) return avx2 ? Isa::avx2 : Isa::baseline;
+    return avx512 ? Isa::avx512 : avx2 ? Isa::avx2 : Isa::baseline;
+  }();
+  return isa;
+#else
+  return Isa::baseline;
+#endif
 }
 
 }  // namespace
 
-void dense_forward_cpu(const DenseForward& e) {
-  const bool rows = e.P == 1 && is_plain(e.zg, e.C, 1) && is_plain(e.zr, e.C, 1);
-  AT_DISPATCH_FLOATING_TYPES(e.dtype, "fastdstn_dense_forward_cpu", [&] {
-    rows ? dense_forward_rows<scalar_t>(e) : dense_forward_planes<scalar_t>(e);
-  });
+#ifdef FASTDSTN_X86_LOOPS
+#define FASTDSTN_CPU_CALL(fn, ...)                                                  \
+  switch (cpu_isa()) {                                                              \
+    case Isa::avx512: return isa_avx512::fn(__VA_ARGS__);                           \
+    case Isa::avx2: return isa_avx2::fn(__VA_ARGS__);                               \
+    default: return isa_baseline::fn(__VA_ARGS__);                                  \
+  }
+#else
+#define FASTDSTN_CPU_CALL(fn, ...) return isa_baseline::fn(__VA_ARGS__);
+#endif
+
+void dense_forward_cpu(const DenseForward& e) { FASTDSTN_CPU_CALL(dense_forward, e) }
+void dense_backward_cpu(const DenseBackward& e) { FASTDSTN_CPU_CALL(dense_backward, e) }
+void lstm_forward_cpu(const LstmForward& e) { FASTDSTN_CPU_CALL(lstm_forward, e) }
+void lstm_backward_cpu(const LstmBackward& e) { FASTDSTN_CPU_CALL(lstm_backward, e) }
+void dropout_cpu(const Dropout& e) { FASTDSTN_CPU_CALL(dropout, e) }
+
+static void small_product_into(const at::Tensor& h, const at::Tensor& V, const at::Tensor& out) {
+  FASTDSTN_CPU_CALL(small_product, h, V, out)
 }
 
-void dense_backward_cpu(const DenseBackward& e) {
-  const bool rows = e.P == 1 && is_plain(e.zr, e.C, 1) && (!e.a.data || is_plain(e.a, e.C, 1)) &&
-                    (!e.gcopy.data || is_plain(e.gcopy, e.C, 1));
-  AT_DISPATCH_FLOATING_TYPES(e.dtype, "fastdstn_dense_backward_cpu", [&] {
-    rows ? dense_backward_rows<scalar_t>(e) : dense_backward_planes<scalar_t>(e);
-  });
-}
-
-void lstm_forward_cpu(const LstmForward& e) {
-  AT_DISPATCH_FLOATING_TYPES(e.dtype, "fastdstn_lstm_forward_cpu", [&] { lstm_forward_loop<scalar_t>(e); });
-}
-
-void lstm_backward_cpu(const LstmBackward& e) {
-  AT_DISPATCH_FLOATING_TYPES(e.dtype, "fastdstn_lstm_backward_cpu", [&] { lstm_backward_loop<scalar_t>(e); });
-}
-
-void dropout_cpu(const Dropout& e) {
-  AT_DISPATCH_FLOATING_TYPES(e.dtype, "fastdstn_dropout_cpu", [&] { dropout_loop<scalar_t>(e); });
+at::Tensor small_product_cpu(const at::Tensor& h, const at::Tensor& V) {
+  const at::Tensor hc = h.contiguous();
+  at::Tensor out = at::empty({h.size(0), V.size(0)}, h.options());
+  if (h.size(1) == 0) return out.zero_();
+  small_product_into(hc, V, out);
+  return out;
 }
 
 }  // namespace fastdstn

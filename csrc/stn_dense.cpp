@@ -12,8 +12,10 @@
 // convolution computes z = [z_g | z_r]; the backward stacks the cotangents [∂z_g | ∂z_r] in the
 // epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.
 //
-// ∂V = ∂[s|t]ᵀ·h is computed as (hᵀ·∂[s|t])ᵀ: MKL's path for a (2·out × B)·(B × H) product with H ≈ 3
-// was 10x slower (760 µs against 74 µs at out = 1024, B = 128, 1 thread).
+// The products with the few hyperparameter columns (H ≤ 16: [s|t] = h·Vᵀ, ∂V = ∂[s|t]ᵀ·h) are loops on
+// CPU, the latter inside the backward epilogue: MKL took 152 µs for (128 × 3)·(3 × 2048) and 69 µs for
+// ∂V at the same size (1 thread), about ten times the memory pass. On CUDA they are cuBLAS GEMMs, ∂V as
+// (hᵀ·∂[s|t])ᵀ.
 //
 // Every backward computes only the gradients in `mask` (autograd's needs_input_grad); a gradient
 // that is not asked for comes back as an empty tensor.
@@ -144,6 +146,57 @@ void forward_epilogue(const Tensor& like, int64_t P, const Operand& zg, const Op
   run(e, like);
 }
 
+// [s | t] = h·Vᵀ.
+Tensor scale_shift(const Tensor& h, const Tensor& V) {
+  if (!h.is_cuda() && V.size(1) <= kDirectMaxH) return small_product_cpu(h, V);
+  return at::mm(h, V.t()).contiguous();
+}
+
+// The gradients that flow through [s | t] (∂h = ∂[s|t]·V, ∂V, ∂b_r), set up on a backward epilogue
+// and completed after it ran. On CPU the epilogue reduces ∂V and ∂b_r over the batch itself and
+// writes ∂[s|t] only when ∂h is asked for; on CUDA it writes ∂[s|t] and t·Σ_p g, reduced here by ATen.
+class ScaleShiftGrads {
+ public:
+  ScaleShiftGrads(DenseBackward& e, const Tensor& h, const Tensor& st, const Tensor& V, bool need_dh, bool need_dV,
+                  bool need_dbr)
+      : need_dh_(need_dh), need_dV_(need_dV), need_dbr_(need_dbr) {
+    const bool in_loop = !h.is_cuda();
+    // A loop over an empty batch adds nothing: its sums start at zero.
+    const auto sums = [&](at::IntArrayRef shape) {
+      return e.B * e.P == 0 ? at::zeros(shape, st.options()) : at::empty(shape, st.options());
+    };
+    if (need_dh || (need_dV && !in_loop)) dst_ = at::empty_like(st);
+    if (need_dbr && !in_loop) tg_ = at::empty({e.B, e.C}, st.options());
+    if (need_dV && in_loop) {
+      h_ = h.contiguous();
+      dV_ = sums(V.sizes());
+      e.h = h_.data_ptr();
+      e.H = h_.size(1);
+      e.dV = dV_.data_ptr();
+    }
+    if (need_dbr && in_loop) {
+      dbr_ = sums({e.C});
+      e.dbr = dbr_.data_ptr();
+    }
+    e.dst = dst_.defined() ? dst_.data_ptr() : nullptr;
+    e.tg = tg_.defined() ? tg_.data_ptr() : nullptr;
+  }
+
+  bool any() const { return need_dh_ || need_dV_ || need_dbr_; }
+
+  // ∂h, ∂V, ∂b_r (undefined where not asked for), once the epilogue has run.
+  std::tuple<Tensor, Tensor, Tensor> finish(const Tensor& h, const Tensor& V) {
+    Tensor dh = need_dh_ ? at::mm(dst_, V) : Tensor();
+    if (need_dV_ && !dV_.defined()) dV_ = at::mm(h.t(), dst_).t().contiguous();
+    if (need_dbr_ && !dbr_.defined()) dbr_ = tg_.sum(0);
+    return {dh, dV_, dbr_};
+  }
+
+ private:
+  const bool need_dh_, need_dV_, need_dbr_;
+  Tensor h_, dst_, tg_, dV_, dbr_;
+};
+
 // Fills the gradients asked for but left undefined (their cotangents were absent) with zeros, and
 // the ones not asked for with empty tensors.
 template <size_t N>
@@ -209,7 +262,7 @@ std::tuple<Tensor, Tensor, Tensor> conv_backward(const Tensor& grad, const Tenso
 T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTensor& bg, const Tensor& Wr,
               const OptTensor& br, const Tensor& V) {
   check_dense("fastdstn::stn_linear", x, std::nullopt, "h", h, Wg, bg, Wr, br, V, false, 1);
-  const Tensor st = at::mm(h, V.t()).contiguous();
+  const Tensor st = scale_shift(h, V);
   Tensor y = at::mm(x, Wg.t()).contiguous();
   const Tensor u = at::mm(x, Wr.t()).contiguous();
   const int64_t C = Wg.size(0);
@@ -218,26 +271,18 @@ T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
 }
 
 // Backward of the linear response epilogue s⊙u + t⊙b_r for the (B, C) cotangent g, in one fused pass:
-// a = s⊙g (for ∂W_r and ∂x), d[s|t] (for ∂h and ∂V) and t⊙g (summed into ∂b_r), each only when needed.
-static std::tuple<Tensor, Tensor, Tensor> linear_response_backward(const Tensor& g, const Tensor& x, const Tensor& st,
-                                                                   const Tensor& u, const Tensor& brc, bool need_a,
-                                                                   bool need_dst, bool need_tg) {
+// a = s⊙g (for ∂W_r and ∂x), each only when needed, and the gradients through [s|t] (∂h, ∂V, ∂b_r).
+static Tensor linear_response_backward(const Tensor& g, const Tensor& u, const Tensor& st, const Tensor& brc,
+                                       bool need_a, const ScaleShiftGrads& through_st, DenseBackward& e) {
   Tensor a = need_a ? at::empty_like(g) : Tensor();
-  Tensor dst = need_dst ? at::empty_like(st) : Tensor();
-  Tensor tg = need_tg ? at::empty_like(g) : Tensor();
-  DenseBackward e{x.scalar_type()};
-  e.B = g.size(0);
-  e.C = g.size(1);
   e.g = g.data_ptr();
   e.zr = plain_operand(u, e.C, 1);
   e.st = st.data_ptr();
   e.has_t = brc.defined();
   e.br = ptr_or_null(brc);
   if (need_a) e.a = plain_operand(a, e.C, 1);
-  e.dst = need_dst ? dst.data_ptr() : nullptr;
-  e.tg = need_tg ? tg.data_ptr() : nullptr;
-  if (need_a || need_dst || need_tg) run(e, x);
-  return {a, dst, tg};
+  if (need_a || through_st.any()) run(e, g);
+  return a;
 }
 
 T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
@@ -245,17 +290,18 @@ T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
                        std::array<bool, 7> mask) {
   // mask: x, h, Wg, bg, Wr, br, V
   const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
-  const bool need_a = mask[0] || mask[4], need_dst = mask[1] || mask[6], need_tg = mask[5] && brc.defined();
-  const auto [a, dst, tg] = linear_response_backward(g, x, st, u, brc, need_a, need_dst, need_tg);
+  DenseBackward e{x.scalar_type()};
+  e.B = g.size(0);
+  e.C = g.size(1);
+  ScaleShiftGrads through_st(e, h, st, V, mask[1], mask[6], mask[5] && brc.defined());
+  const Tensor a = linear_response_backward(g, u, st, brc, mask[0] || mask[4], through_st, e);
 
-  Tensor dx, dh, dWg, dbg, dWr, dbr, dV;
+  Tensor dx, dWg, dbg, dWr;
   if (mask[0]) dx = at::mm(g, Wg).addmm_(a, Wr);
-  if (mask[1]) dh = at::mm(dst, V);
   if (mask[2]) dWg = at::mm(g.t(), x);
   if (mask[3] && has_bg) dbg = g.sum(0);
   if (mask[4]) dWr = at::mm(a.t(), x);
-  if (need_tg) dbr = tg.sum(0);
-  if (mask[6]) dV = at::mm(h.t(), dst).t().contiguous();
+  auto [dh, dV, dbr] = through_st.finish(h, V);
   const Tensor bg_like = has_bg ? g.new_empty({g.size(1)}) : Tensor();
   finish_grads<7>({&dx, &dh, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &h, &Wg, &bg_like, &Wr, &brc, &V}, mask, x);
   return {dx, dh, dWg, dbg, dWr, dbr, dV};
@@ -264,7 +310,7 @@ T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
 T4 stn_linear_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, const Tensor& Wg, const OptTensor& bg,
                    const Tensor& Wr, const OptTensor& br, const Tensor& V) {
   check_dense("fastdstn::stn_linear_dual", x, xt, "eps", eps, Wg, bg, Wr, br, V, false, 1);
-  const Tensor st = at::mm(eps, V.t()).contiguous();
+  const Tensor st = scale_shift(eps, V);
   Tensor y = at::mm(x, Wg.t()).contiguous();
   const Tensor u = at::mm(x, Wr.t()).contiguous();
   Tensor yt = present(xt) ? at::mm(*xt, Wg.t()).contiguous() : at::empty_like(y);
@@ -284,15 +330,16 @@ T8 stn_linear_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
   Tensor dx, dxt, deps, dWg, dbg, dWr, dbr, dV;
   if (present(gyt)) {
     const Tensor g = gyt->contiguous();
-    const bool need_a = mask[0] || mask[5], need_dst = mask[2] || mask[7], need_tg = mask[6] && brc.defined();
-    const auto [a, dst, tg] = linear_response_backward(g, x, st, u, brc, need_a, need_dst, need_tg);
+    DenseBackward e{x.scalar_type()};
+    e.B = g.size(0);
+    e.C = g.size(1);
+    ScaleShiftGrads through_st(e, eps, st, V, mask[2], mask[7], mask[6] && brc.defined());
+    const Tensor a = linear_response_backward(g, u, st, brc, mask[0] || mask[5], through_st, e);
     if (mask[0]) dx = at::mm(a, Wr);
     if (mask[1]) dxt = at::mm(g, Wg);
-    if (mask[2]) deps = at::mm(dst, V);
     if (mask[3] && xtc.defined()) dWg = at::mm(g.t(), xtc);
     if (mask[5]) dWr = at::mm(a.t(), x);
-    if (need_tg) dbr = tg.sum(0);
-    if (mask[7]) dV = at::mm(eps.t(), dst).t().contiguous();
+    std::tie(deps, dV, dbr) = through_st.finish(eps, V);
   }
   if (present(gy)) {
     const Tensor& gp = *gy;
@@ -311,7 +358,7 @@ T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
               const OptTensor& br, const Tensor& V, at::IntArrayRef stride, at::IntArrayRef padding,
               at::IntArrayRef dilation, int64_t groups) {
   check_dense("fastdstn::stn_conv2d", x, std::nullopt, "h", h, Wg, bg, Wr, br, V, true, groups);
-  const Tensor st = at::mm(h, V.t()).contiguous();
+  const Tensor st = scale_shift(h, V);
   const Tensor z = conv(x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups).contiguous();
   const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
   Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
@@ -328,12 +375,13 @@ T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
   const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
   const int64_t B = g.size(0), C = g.size(1), P = g.size(2) * g.size(3);
   const bool stacked = mask[0] || mask[2];  // ∂x or ∂W_g: one convolution_backward over [∂z_g | ∂z_r]
-  const bool need_a = stacked || mask[4], need_dst = mask[1] || mask[6], need_tg = mask[5] && brc.defined();
+  const bool need_a = stacked || mask[4];
   Tensor gz, a;
   DenseBackward e{x.scalar_type()};
   e.B = B;
   e.C = C;
   e.P = P;
+  ScaleShiftGrads through_st(e, h, st, V, mask[1], mask[6], mask[5] && brc.defined());
   if (stacked) {
     gz = at::empty({B, 2 * C, g.size(2), g.size(3)}, g.options());
     e.a = stacked_operand(gz, C, P, groups, 1);
@@ -343,18 +391,14 @@ T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
     a = at::empty_like(g);
     e.a = plain_operand(a, C, P);
   }
-  Tensor dst = need_dst ? at::empty_like(st) : Tensor();
-  Tensor tg = need_tg ? at::empty({B, C}, g.options()) : Tensor();
   e.g = g.data_ptr();
   e.zr = stacked_operand(z, C, P, groups, 1);
   e.st = st.data_ptr();
   e.has_t = brc.defined();
   e.br = ptr_or_null(brc);
-  e.dst = need_dst ? dst.data_ptr() : nullptr;
-  e.tg = need_tg ? tg.data_ptr() : nullptr;
-  if (need_a || need_dst || need_tg) run(e, x);
+  if (need_a || through_st.any()) run(e, x);
 
-  Tensor dx, dh, dWg, dbg, dWr, dbr, dV;
+  Tensor dx, dWg, dbg, dWr;
   if (stacked) {
     const auto r = conv_backward(gz, x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups, mask[0],
                                  mask[2] || mask[4]);
@@ -364,9 +408,7 @@ T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
     dWr = std::get<1>(conv_backward(a, x, Wr, stride, padding, dilation, groups, false, true));
   }
   if (mask[3] && has_bg) dbg = g.sum({0, 2, 3});
-  if (need_tg) dbr = tg.sum(0);
-  if (mask[1]) dh = at::mm(dst, V);
-  if (mask[6]) dV = at::mm(h.t(), dst).t().contiguous();
+  auto [dh, dV, dbr] = through_st.finish(h, V);
   const Tensor bg_like = has_bg ? x.new_empty({C}) : Tensor();
   finish_grads<7>({&dx, &dh, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &h, &Wg, &bg_like, &Wr, &brc, &V}, mask, x);
   return {dx, dh, dWg, dbg, dWr, dbr, dV};
@@ -376,7 +418,7 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
                    const Tensor& Wr, const OptTensor& br, const Tensor& V, at::IntArrayRef stride,
                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_dense("fastdstn::stn_conv2d_dual", x, xt, "eps", eps, Wg, bg, Wr, br, V, true, groups);
-  const Tensor st = at::mm(eps, V.t()).contiguous();
+  const Tensor st = scale_shift(eps, V);
   const Tensor z = conv(x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups).contiguous();
   const int64_t B = x.size(0), C = Wg.size(0), P = z.size(2) * z.size(3);
   Tensor y = at::empty({B, C, z.size(2), z.size(3)}, z.options());
@@ -402,14 +444,14 @@ T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
   const bool zr_needed = has_g && (mask[0] || mask[5]);
   const bool stacked = zg_needed && zr_needed;
   Tensor dx, dxt, deps, dWg, dbg, dWr, dbr, dV, dWg_t;
-  Tensor gz, a, dst, tg;
+  Tensor gz, a;
   if (has_g) {
     const Tensor g = gyt->contiguous();
-    const bool need_dst = mask[2] || mask[7], need_tg = mask[6] && brc.defined();
     DenseBackward e{x.scalar_type()};
     e.B = B;
     e.C = C;
     e.P = P;
+    ScaleShiftGrads through_st(e, eps, st, V, mask[2], mask[7], mask[6] && brc.defined());
     if (stacked) {
       gz = at::empty({B, 2 * C, Ho, Wo}, g.options());
       e.a = stacked_operand(gz, C, P, groups, 1);
@@ -419,16 +461,12 @@ T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
       a = at::empty_like(g);
       e.a = plain_operand(a, C, P);
     }
-    if (need_dst) dst = at::empty_like(st);
-    if (need_tg) tg = at::empty({B, C}, g.options());
     e.g = g.data_ptr();
     e.zr = stacked_operand(z, C, P, groups, 1);
     e.st = st.data_ptr();
     e.has_t = brc.defined();
     e.br = ptr_or_null(brc);
-    e.dst = need_dst ? dst.data_ptr() : nullptr;
-    e.tg = need_tg ? tg.data_ptr() : nullptr;
-    if (zr_needed || need_dst || need_tg) run(e, x);
+    if (zr_needed || through_st.any()) run(e, x);
     // ẋ's side: ∂ẋ = conv_input_grad(∂ẏ, W_g), ∂W_g += conv_weight_grad(∂ẏ, ẋ).
     const bool wg_from_xt = mask[3] && xtc.defined();
     if (mask[1] || wg_from_xt) {
@@ -437,9 +475,7 @@ T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
       dxt = std::get<0>(r);
       dWg_t = std::get<1>(r);
     }
-    if (need_tg) dbr = tg.sum(0);
-    if (mask[2]) deps = at::mm(dst, V);
-    if (mask[7]) dV = at::mm(eps.t(), dst).t().contiguous();
+    std::tie(deps, dV, dbr) = through_st.finish(eps, V);
   }
   if (stacked) {
     const auto r = conv_backward(gz, x, stack_weights(Wg, Wr, groups), stride, padding, dilation, groups, mask[0],

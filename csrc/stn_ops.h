@@ -53,7 +53,12 @@ struct DenseForward {
 //   a          s⊙g (the cotangent of z_r), as an Operand (it may be the r-half of a stacked cotangent)
 //   gcopy/gsrc a copy of gsrc (the cotangent of z_g) into the g-half of a stacked cotangent
 //   dst        (B, C[+C]): ∂s = Σ_p g⊙z_r, ∂t = b_r·Σ_p g
-//   tg         (B, C): t·Σ_p g, whose column sums are ∂b_r
+//   tg         (B, C): t·Σ_p g, whose column sums are ∂b_r (CUDA; ATen sums it)
+//   dV         (C[+C], H): ∂V = dstᵀ·h, reduced over the batch inside the loop (CPU only)
+//   dbr        (C): ∂b_r = Σ_b t·Σ_p g, reduced inside the loop (CPU only)
+// The CPU loops reduce ∂V and ∂b_r themselves, so that dst and tg need not be written (B × 3C values at
+// (B, C) = (128, 1024)) nor read back by a GEMM and a sum; the CUDA kernels write the rows and leave the
+// reductions to ATen (atomics would make the sums nondeterministic).
 struct DenseBackward {
   at::ScalarType dtype;
   int64_t B = 0, C = 0, P = 1;
@@ -67,6 +72,10 @@ struct DenseBackward {
   const void* gsrc = nullptr; // contiguous (B, C, P), the source of gcopy
   void* dst = nullptr;
   void* tg = nullptr;
+  const void* h = nullptr;    // (B, H) contiguous: the rows of h that ∂V pairs with
+  int64_t H = 0;
+  void* dV = nullptr;
+  void* dbr = nullptr;
 };
 
 // LSTM pointwise step on contiguous (N, 4H) gates and (N, H) cells; null pointers mean "absent".
@@ -102,6 +111,9 @@ struct Dropout {
 };
 
 // CPU loops (epilogue_cpu.cpp).
+// [s | t] = h·Vᵀ for (B, H) h and (R, H) V with few columns (H ≤ kDirectMaxH): a direct loop.
+constexpr int64_t kDirectMaxH = 16;
+at::Tensor small_product_cpu(const at::Tensor& h, const at::Tensor& V);
 void dense_forward_cpu(const DenseForward& e);
 void dense_backward_cpu(const DenseBackward& e);
 void lstm_forward_cpu(const LstmForward& e);

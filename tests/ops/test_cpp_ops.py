@@ -484,3 +484,27 @@ def test_cuda_dropout_rates_masks_and_backward():
     torch.testing.assert_close(gx, gy * mask)
     torch.testing.assert_close(gxt, gy * mask)
     assert torch.equal(cpp.dropout_dual(x, None, rate, 11, 0, ())[0], y)
+
+
+# ----------------------------------------------------------------------------- CPU instruction sets
+def test_cpu_instruction_sets_agree(tmp_path):
+    """The CPU loops exist for the x86-64 baseline, AVX2 and AVX-512 (csrc/epilogue_cpu.cpp picks the widest the
+    CPU has; FASTDSTN_CPU_ISA caps it). Every copy gives the float64 results of the others up to rounding
+    (FMA contraction differs) and bit-identical dropout masks."""
+    import subprocess
+    import sys
+
+    script = os.path.join(os.path.dirname(__file__), "isa_outputs.py")
+    results = {}
+    for isa in ("baseline", "avx2", "widest"):
+        path = tmp_path / f"{isa}.pt"
+        env = dict(os.environ, FASTDSTN_CPU_ISA=isa)
+        subprocess.run([sys.executable, script, str(path)], check=True, env=env, timeout=300)
+        results[isa] = torch.load(path)
+    for isa in ("avx2", "widest"):
+        for name, tensors in results["baseline"].items():
+            for k, (a, b) in enumerate(zip(tensors, results[isa][name])):
+                if name == "dropout":
+                    assert torch.equal(a, b), f"{isa}: dropout mask {k} differs from the baseline loops'"
+                else:
+                    torch.testing.assert_close(b, a, rtol=1e-12, atol=1e-12, msg=f"{isa}: {name} output/grad {k}")
