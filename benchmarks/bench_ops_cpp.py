@@ -26,6 +26,7 @@ import torch
 
 from fastdstn.ops import cpp
 from fastdstn.ops import reference as ref
+from fastdstn.train.allocator import keep_freed_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -114,9 +115,12 @@ def main():
     parser.add_argument("--note", default="", help="a line to put under the table's heading")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
     parser.add_argument("--only", default="", help="run only rows whose op or size contains this text")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc at its defaults (the CLI keeps freed memory for reuse)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    malloc = "glibc defaults" if args.default_malloc or not keep_freed_memory() else "freed memory kept"
     if not cpp.AVAILABLE:
         raise SystemExit(f"fastdstn.ops.cpp is unavailable: {cpp.UNAVAILABLE_REASON}")
     torch.manual_seed(0)
@@ -156,7 +160,7 @@ def main():
     if args.append:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         head = (f"\n## {stamp} — torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                f"{platform.processor() or platform.machine()}\n\n")
+                f"{platform.processor() or platform.machine()}, malloc: {malloc}\n\n")
         if args.note:
             head += args.note + "\n\n"
         with open(os.path.join(HERE, "RESULTS_ops_cpp.md"), "a") as f:

@@ -38,9 +38,10 @@ sys.path.insert(0, HERE)
 
 import cases  # noqa: E402
 import fastdstn  # noqa: E402
+from fastdstn.train.allocator import keep_freed_memory  # noqa: E402
 
 FIELDS = ["suite", "op", "provider", "mode", "shape", "metric", "p20", "p50", "p80", "rounds", "device", "cpu",
-          "threads", "torch", "fastdstn", "timestamp", "loadavg"]
+          "threads", "torch", "fastdstn", "timestamp", "loadavg", "malloc"]
 RESULTS_CSV = os.path.join(HERE, "results.csv")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 STEP_NAMES = [name for name, *_ in cases.STEPS]
@@ -287,6 +288,7 @@ def render_markdown(rows: List[Row], command: str = "python benchmarks/run_all.p
            f"`python benchmarks/compare.py` (ratios against this CSV, threshold 15%).", "",
            f"* Machine: device `{any_row['device']}`, CPU `{any_row['cpu']}`, {any_row['threads']} torch threads; "
            f"torch {any_row['torch']}, fastdstn {any_row['fastdstn']}; measured {stamps[0]} – {stamps[-1]}.",
+           f"* Allocator: {MALLOC_NOTE.get(any_row.get('malloc') or 'default', any_row.get('malloc'))}",
            "* **Noise.** This is a shared 2-core VM: other engineers' training runs and test suites were using "
            f"the same cores during the run (1-min load average {load_txt} on 2 cores, "
            "recorded per row), so absolute milliseconds are inflated and "
@@ -506,6 +508,14 @@ def plot(rows: List[Row], directory: str = HERE) -> List[str]:
 
 
 # ---------------------------------------------------------------------------------------------- main
+MALLOC_NOTE = {
+    "kept": "glibc's malloc set to keep freed memory for reuse (`fastdstn.train.allocator`, what `fastdstn train` "
+            "does): without it a step's large tensors are mapped afresh every time and their page faults (~0.35 ms "
+            "per MB on this VM) swamp the small ops; `--default-malloc` measures with glibc's defaults.",
+    "default": "glibc's malloc with its defaults (`--default-malloc`, or not glibc).",
+}
+
+
 def run(args) -> List[Row]:
     """Measure the requested suites and return the rows (no files written)."""
     torch.set_num_threads(args.threads)
@@ -513,6 +523,7 @@ def run(args) -> List[Row]:
     device = torch.device(args.device)
     backends_ = cases.device_backends(device)
     info = machine_info(device)
+    info["malloc"] = "kept" if not args.default_malloc and keep_freed_memory() else "default"
     log = (lambda msg: print(msg, flush=True)) if not args.silent else (lambda msg: None)
     log(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, backends {', '.join(backends_)}"
         f"{' (quick)' if args.quick else ''}")
@@ -551,6 +562,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--render-only", action="store_true", help="only regenerate RESULTS.md and plots from --csv")
     p.add_argument("--silent", action="store_true")
+    p.add_argument("--default-malloc", action="store_true",
+                   help="leave glibc's malloc at its defaults (the CLI keeps freed memory for reuse)")
     return p
 
 

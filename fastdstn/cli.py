@@ -81,6 +81,9 @@ def _report(summary: dict, out_dir: str) -> None:
 
 def _train(args) -> int:
     from .train import Trainer, config_from_run
+    from .train.allocator import keep_freed_memory
+
+    keep_freed_memory()
 
     options = {"mode": args.mode, "epochs": args.epochs, "device": args.device, "seed": args.seed}
     if args.source is None:
@@ -100,7 +103,10 @@ def _train(args) -> int:
 
 
 def _tune(args) -> int:
+    from .train.allocator import keep_freed_memory
     from .tune import tune
+
+    keep_freed_memory()
 
     config = cfg.load(args.source, args.overrides)
     out = args.out or os.path.join("runs", f"{config.name}-tune-{args.method}")
