@@ -6,7 +6,7 @@
 // (2, 2, 2), 45 µs of ops against 158 µs in all): more than the reference's whole unfused overhead.
 //
 // Each forward redispatches below autograd (so CPU, CUDA, Meta and fake-tensor tracing all reach
-// their own kernel) and saves the auxiliary outputs the backward op needs ([s|t] and u or z, marked
+// their own kernel) and saves the auxiliary outputs the backward op needs ([s|t] and u = the response pre-activation, marked
 // non-differentiable). Each backward passes autograd's needs_input_grad to the backward op as a
 // mask, so only the gradients asked for are computed (Δ-STN's response sub-step: ∂ẋ, ∂W_r, ∂b_r,
 // ∂V), and returns undefined tensors for the others. When none of x, W_g, b_g requires grad, the
@@ -187,13 +187,13 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
                                int64_t groups) {
     FASTDSTN_OP(stn_conv2d, "fastdstn::stn_conv2d");
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, st, z] = handle.call(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
+    auto [y, st, u] = handle.call(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
     ctx->set_materialize_grads(false);
-    ctx->mark_non_differentiable({st, z});
-    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, st, z});
+    ctx->mark_non_differentiable({st, u});
+    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, st, u});
     ctx->saved_data["has_bg"] = present(bg);
     save_geometry(ctx, stride, padding, dilation, groups);
-    return {y, st, z};
+    return {y, st, u};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
@@ -226,17 +226,17 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
     FASTDSTN_OP(stn_conv2d_dual, "fastdstn::stn_conv2d_dual");
     const bool primal_trained = requires_grad(x) || requires_grad(Wg) || requires_grad(bg);
     at::AutoDispatchBelowADInplaceOrView guard;
-    auto [y, yt, st, z] = handle.call(x, xt, eps, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
+    auto [y, yt, st, u] = handle.call(x, xt, eps, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
     ctx->set_materialize_grads(false);
     if (primal_trained) {
-      ctx->mark_non_differentiable({st, z});
+      ctx->mark_non_differentiable({st, u});
     } else {
-      ctx->mark_non_differentiable({y, st, z});
+      ctx->mark_non_differentiable({y, st, u});
     }
-    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, st, z});
+    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, st, u});
     ctx->saved_data["has_bg"] = present(bg);
     save_geometry(ctx, stride, padding, dilation, groups);
-    return {y, yt, st, z};
+    return {y, yt, st, u};
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {

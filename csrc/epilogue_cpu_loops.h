@@ -105,6 +105,7 @@ void dense_forward_planes(const DenseForward& e) {
   const S* br = static_cast<const S*>(e.br);
   S* y = static_cast<S*>(e.y);
   S* yt = static_cast<S*>(e.yt);
+  S* u = static_cast<S*>(e.u);
   at::parallel_for(0, B * C, grain_rows(P), [&](int64_t q0, int64_t q1) {
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t b = q / C, c = q % C;
@@ -112,6 +113,7 @@ void dense_forward_planes(const DenseForward& e) {
       const S vbg = bg ? bg[c] : S(0), vbr = br ? br[c] : S(0);
       const S* zg_p = zg + b * e.zg.batch_stride + e.zg.channel(c) * P;
       const S* zr_p = zr + b * e.zr.batch_stride + e.zr.channel(c) * P;
+      if (u) std::copy(zr_p, zr_p + P, u + q * P);
       S* y_p = y + q * P;
       if (yt == nullptr) {
 #pragma omp simd

@@ -46,6 +46,7 @@ struct DenseForward {
   const void* br = nullptr;   // (C) or null (then has_t is false)
   void* y = nullptr;          // contiguous (B, C, P)
   void* yt = nullptr;         // contiguous (B, C, P) or null
+  void* u = nullptr;          // contiguous (B, C, P): a compact copy of z_r for the backward, or null
 };
 
 // Backward epilogue; g is the cotangent of the output that carries s⊙z_r + t⊙b_r (contiguous (B, C, P)).
@@ -152,7 +153,7 @@ T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
               const OptTensor& br, const Tensor& V, at::IntArrayRef stride, at::IntArrayRef padding,
               at::IntArrayRef dilation, int64_t groups);
 T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& z,
+                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        bool has_bg, std::array<bool, 7> mask);
 T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, const Tensor& Wg, const OptTensor& bg,
@@ -160,7 +161,7 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
                             const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
-                            const Tensor& V, const Tensor& st, const Tensor& z, at::IntArrayRef stride,
+                            const Tensor& V, const Tensor& st, const Tensor& u, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool has_bg,
                             std::array<bool, 8> mask);
 

@@ -52,12 +52,15 @@ __global__ void dense_forward_kernel(DenseForward e) {
   const S* w = static_cast<const S*>(e.w);
   S* y = static_cast<S*>(e.y);
   S* yt = static_cast<S*>(e.yt);
+  S* u = static_cast<S*>(e.u);
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     const int64_t p = i % e.P, q = i / e.P, c = q % e.C, b = q / e.C;
     const A s = static_cast<A>(st[b * stw + c]);
     const A t = e.has_t ? static_cast<A>(st[b * stw + e.C + c]) : A(0);
     const A vzg = static_cast<A>(zg[b * e.zg.batch_stride + e.zg.channel(c) * e.P + p]);
-    const A vzr = static_cast<A>(zr[b * e.zr.batch_stride + e.zr.channel(c) * e.P + p]);
+    const S zr_i = zr[b * e.zr.batch_stride + e.zr.channel(c) * e.P + p];
+    const A vzr = static_cast<A>(zr_i);
+    if (u) u[i] = zr_i;
     const A vbg = ld<A>(bg, c), vbr = ld<A>(br, c);
     if (yt == nullptr) {
       y[i] = static_cast<S>(m::stn_output(vzg, vbg, s, vzr, t, vbr));

@@ -9,7 +9,7 @@ Importing never raises: without the compiled extension `AVAILABLE` is False and
 `UNAVAILABLE_REASON` says how to build it (the backend registry then falls back to the reference).
 
 Autograd (csrc/autograd.cpp). Every forward op returns auxiliary outputs that its backward needs
-([s|t] = h·Vᵀ, and u = x·W_rᵀ or the stacked convolution z), marked non-differentiable. The backward
+([s|t] = h·Vᵀ and the response pre-activation u = x·W_rᵀ or conv(x, W_r)), marked non-differentiable. The backward
 op receives autograd's needs_input_grad as a mask and computes only those gradients: in Δ-STN's
 response sub-step (x, W_g, b_g frozen) the dual linear layer's backward runs two weight GEMMs,
 ∂ẋ = ∂ẏ·W_g and ∂W_r = (s⊙∂ẏ)ᵀ·x. When none of x, W_g, b_g requires grad, the primal output y of a
@@ -186,10 +186,10 @@ def _register_fakes() -> None:
     def _(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups):
         B, C = x.shape[0], Wg.shape[0]
         Ho, Wo = _conv_out(x, Wg, stride, padding, dilation)
-        return _new(x, B, C, Ho, Wo), _new(x, B, V.shape[0]), _new(x, B, 2 * C, Ho, Wo)
+        return _new(x, B, C, Ho, Wo), _new(x, B, V.shape[0]), _new(x, B, C, Ho, Wo)
 
     @reg("fastdstn::stn_conv2d_backward")
-    def _(gy, x, h, Wg, Wr, br, V, st, z, stride, padding, dilation, groups, has_bg, mask):
+    def _(gy, x, h, Wg, Wr, br, V, st, u, stride, padding, dilation, groups, has_bg, mask):
         return tuple(_grads_like(x, (x, h, Wg, _bias_like(Wg, has_bg), Wr, br, V), mask))
 
     @reg("fastdstn::stn_conv2d_dual")
@@ -197,10 +197,10 @@ def _register_fakes() -> None:
         B, C = x.shape[0], Wg.shape[0]
         Ho, Wo = _conv_out(x, Wg, stride, padding, dilation)
         return (_new(x, B, C, Ho, Wo), _new(x, B, C, Ho, Wo), _new(x, B, V.shape[0]),
-                _new(x, B, 2 * C, Ho, Wo))
+                _new(x, B, C, Ho, Wo))
 
     @reg("fastdstn::stn_conv2d_dual_backward")
-    def _(gy, gyt, x, xt, eps, Wg, Wr, br, V, st, z, stride, padding, dilation, groups, has_bg, mask):
+    def _(gy, gyt, x, xt, eps, Wg, Wr, br, V, st, u, stride, padding, dilation, groups, has_bg, mask):
         return tuple(_grads_like(x, (x, xt, eps, Wg, _bias_like(Wg, has_bg), Wr, br, V), mask))
 
     @reg("fastdstn::lstm_cell_dual")
