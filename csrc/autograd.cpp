@@ -6,8 +6,10 @@
 // (2, 2, 2), 45 µs of ops against 158 µs in all): more than the reference's whole unfused overhead.
 //
 // Each forward redispatches below autograd (so CPU, CUDA, Meta and fake-tensor tracing all reach
-// their own kernel) and saves the auxiliary outputs the backward op needs ([s|t] and u = the response pre-activation, marked
-// non-differentiable). Each backward passes autograd's needs_input_grad to the backward op as a
+// their own kernel) and saves, of its auxiliary outputs (marked non-differentiable), the response
+// pre-activation u; [s|t] = h·Vᵀ is recomputed by the backward op from h and V, which are saved
+// anyway (H ≤ 16 columns: B·2C·H multiply-adds against the layer's B·C·K), instead of being kept
+// as B × 2C values per layer (the LSTM LM's 10000-way decoder alone kept 53 MB). Each backward passes autograd's needs_input_grad to the backward op as a
 // mask, so only the gradients asked for are computed (Δ-STN's response sub-step: ∂ẋ, ∂W_r, ∂b_r,
 // ∂V), and returns undefined tensors for the others. When none of x, W_g, b_g requires grad, the
 // primal y of a dual op is marked non-differentiable: autograd carries nothing along the primal chain.
@@ -105,7 +107,7 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     auto [y, st, u] = handle.call(x, h, Wg, bg, Wr, br, V);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({st, u});
-    ctx->save_for_backward({kept_if(weights_trained, x), h, Wg, Wr, value(br), V, st, u});
+    ctx->save_for_backward({kept_if(weights_trained, x), h, Wg, Wr, value(br), V, u});
     ctx->saved_data["has_bg"] = present(bg);
     return {y, st, u};
   }
@@ -117,8 +119,7 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
     const bool has_bg = ctx->saved_data["has_bg"].toBool();
     const auto mask = input_mask<7>(ctx, {true, true, true, has_bg, true, s[4].defined(), true});
     if (!grads[0].defined() || !any(mask)) return variable_list(7);
-    return masked<7>(handle.call(grads[0], s[0], s[1], s[2], s[3], opt(s[4]), s[5], s[6], s[7], has_bg, mask),
-                     mask, 0);
+    return masked<7>(handle.call(grads[0], s[0], s[1], s[2], s[3], opt(s[4]), s[5], s[6], has_bg, mask), mask, 0);
   }
 };
 
@@ -129,7 +130,7 @@ T3 stn_linear_autograd(const Tensor& x, const Tensor& h, const Tensor& Wg, const
 }
 
 // ================================================================ stn_linear_dual
-// Saved: x, xt, eps, Wg, Wr, br, V, st, u (xt and br undefined when absent).
+// Saved: x, xt, eps, Wg, Wr, br, V, u (xt and br undefined when absent).
 struct LinearDualFn : torch::autograd::Function<LinearDualFn> {
   static variable_list forward(AutogradContext* ctx, const Tensor& x, const OptTensor& xt, const Tensor& eps,
                                const Tensor& Wg, const OptTensor& bg, const Tensor& Wr, const OptTensor& br,
@@ -146,7 +147,7 @@ struct LinearDualFn : torch::autograd::Function<LinearDualFn> {
       ctx->mark_non_differentiable({y, st, u});
     }
     ctx->save_for_backward(
-        {kept_if(weights_trained, x), kept_if(requires_grad(Wg), value(xt)), eps, Wg, Wr, value(br), V, st, u});
+        {kept_if(weights_trained, x), kept_if(requires_grad(Wg), value(xt)), eps, Wg, Wr, value(br), V, u});
     ctx->saved_data["has_bg"] = present(bg);
     return {y, yt, st, u};
   }
@@ -159,7 +160,7 @@ struct LinearDualFn : torch::autograd::Function<LinearDualFn> {
     const auto mask = input_mask<8>(ctx, {true, s[1].defined(), true, true, has_bg, true, s[5].defined(), true});
     if ((!grads[0].defined() && !grads[1].defined()) || !any(mask)) return variable_list(8);
     return masked<8>(handle.call(opt(grads[0]), opt(grads[1]), s[0], opt(s[1]), s[2], s[3], s[4], opt(s[5]), s[6],
-                                 s[7], s[8], has_bg, mask),
+                                 s[7], has_bg, mask),
                      mask, 0);
   }
 };
@@ -190,7 +191,7 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
     auto [y, st, u] = handle.call(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({st, u});
-    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, st, u});
+    ctx->save_for_backward({x, h, Wg, Wr, value(br), V, u});
     ctx->saved_data["has_bg"] = present(bg);
     save_geometry(ctx, stride, padding, dilation, groups);
     return {y, st, u};
@@ -204,7 +205,7 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
     const bool has_bg = d["has_bg"].toBool();
     const auto mask = input_mask<7>(ctx, {true, true, true, has_bg, true, s[4].defined(), true});
     if (!grads[0].defined() || !any(mask)) return variable_list(11);
-    return masked<7>(handle.call(grads[0], s[0], s[1], s[2], s[3], opt(s[4]), s[5], s[6], s[7], ints(d["stride"]),
+    return masked<7>(handle.call(grads[0], s[0], s[1], s[2], s[3], opt(s[4]), s[5], s[6], ints(d["stride"]),
                                  ints(d["padding"]), ints(d["dilation"]), d["groups"].toInt(), has_bg, mask),
                      mask, 4);
   }
@@ -233,7 +234,7 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
     } else {
       ctx->mark_non_differentiable({y, st, u});
     }
-    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, st, u});
+    ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, u});
     ctx->saved_data["has_bg"] = present(bg);
     save_geometry(ctx, stride, padding, dilation, groups);
     return {y, yt, st, u};
@@ -248,7 +249,7 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
     const auto mask = input_mask<8>(ctx, {true, s[1].defined(), true, true, has_bg, true, s[5].defined(), true});
     if ((!grads[0].defined() && !grads[1].defined()) || !any(mask)) return variable_list(12);
     return masked<8>(handle.call(opt(grads[0]), opt(grads[1]), s[0], opt(s[1]), s[2], s[3], s[4], opt(s[5]), s[6],
-                                 s[7], s[8], ints(d["stride"]), ints(d["padding"]), ints(d["dilation"]),
+                                 s[7], ints(d["stride"]), ints(d["padding"]), ints(d["dilation"]),
                                  d["groups"].toInt(), has_bg, mask),
                      mask, 4);
   }

@@ -15,21 +15,21 @@ TORCH_LIBRARY(fastdstn, m) {
   m.def("stn_linear(Tensor x, Tensor h, Tensor Wg, Tensor? bg, Tensor Wr, Tensor? br, Tensor V)"
         " -> (Tensor y, Tensor st, Tensor u)");
   m.def("stn_linear_backward(Tensor gy, Tensor x, Tensor h, Tensor Wg, Tensor Wr, Tensor? br, Tensor V,"
-        " Tensor st, Tensor u, bool has_bg, bool[7] mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
+        " Tensor u, bool has_bg, bool[7] mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("stn_linear_dual(Tensor x, Tensor? xt, Tensor eps, Tensor Wg, Tensor? bg, Tensor Wr, Tensor? br, Tensor V)"
         " -> (Tensor y, Tensor yt, Tensor st, Tensor u)");
   m.def("stn_linear_dual_backward(Tensor? gy, Tensor? gyt, Tensor x, Tensor? xt, Tensor eps, Tensor Wg, Tensor Wr,"
-        " Tensor? br, Tensor V, Tensor st, Tensor u, bool has_bg, bool[8] mask)"
+        " Tensor? br, Tensor V, Tensor u, bool has_bg, bool[8] mask)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("stn_conv2d(Tensor x, Tensor h, Tensor Wg, Tensor? bg, Tensor Wr, Tensor? br, Tensor V, int[2] stride,"
         " int[2] padding, int[2] dilation, int groups) -> (Tensor y, Tensor st, Tensor u)");
-  m.def("stn_conv2d_backward(Tensor gy, Tensor x, Tensor h, Tensor Wg, Tensor Wr, Tensor? br, Tensor V, Tensor st,"
+  m.def("stn_conv2d_backward(Tensor gy, Tensor x, Tensor h, Tensor Wg, Tensor Wr, Tensor? br, Tensor V,"
         " Tensor u, int[2] stride, int[2] padding, int[2] dilation, int groups, bool has_bg, bool[7] mask)"
         " -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("stn_conv2d_dual(Tensor x, Tensor? xt, Tensor eps, Tensor Wg, Tensor? bg, Tensor Wr, Tensor? br, Tensor V,"
         " int[2] stride, int[2] padding, int[2] dilation, int groups) -> (Tensor y, Tensor yt, Tensor st, Tensor u)");
   m.def("stn_conv2d_dual_backward(Tensor? gy, Tensor? gyt, Tensor x, Tensor? xt, Tensor eps, Tensor Wg, Tensor Wr,"
-        " Tensor? br, Tensor V, Tensor st, Tensor u, int[2] stride, int[2] padding, int[2] dilation, int groups,"
+        " Tensor? br, Tensor V, Tensor u, int[2] stride, int[2] padding, int[2] dilation, int groups,"
         " bool has_bg, bool[8] mask) -> (Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor)");
   m.def("lstm_cell_dual(Tensor gates, Tensor? gates_t, Tensor c, Tensor? c_t)"
         " -> (Tensor h, Tensor ht, Tensor c_new, Tensor ct)");

@@ -289,10 +289,10 @@ static Tensor linear_response_backward(const Tensor& g, const Tensor& u, const T
 }
 
 T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
+                       const OptTensor& br, const Tensor& V, const Tensor& u, bool has_bg,
                        std::array<bool, 7> mask) {
   // mask: x, h, Wg, bg, Wr, br, V
-  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
+  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br), st = scale_shift(h, V);
   DenseBackward e{x.scalar_type()};
   e.B = g.size(0);
   e.C = g.size(1);
@@ -324,15 +324,14 @@ T4 stn_linear_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
 
 T8 stn_linear_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
                             const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
-                            const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
-                            std::array<bool, 8> mask) {
+                            const Tensor& V, const Tensor& u, bool has_bg, std::array<bool, 8> mask) {
   // mask: x, xt, eps, Wg, bg, Wr, br, V. The Δ-STN response sub-step asks for xt, Wr, br, V only:
   // two weight GEMMs (∂ẋ = ∂ẏ·W_g, ∂W_r = (s⊙∂ẏ)ᵀ·x) plus the small ones.
   const Tensor brc = contiguous_or_undefined(br);
   const Tensor xtc = present(xt) ? *xt : Tensor();
   Tensor dx, dxt, deps, dWg, dbg, dWr, dbr, dV;
   if (present(gyt)) {
-    const Tensor g = gyt->contiguous();
+    const Tensor g = gyt->contiguous(), st = scale_shift(eps, V);
     DenseBackward e{x.scalar_type()};
     e.B = g.size(0);
     e.C = g.size(1);
@@ -371,11 +370,11 @@ T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
 }
 
 T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u,
+                       const OptTensor& br, const Tensor& V, const Tensor& u,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        bool has_bg, std::array<bool, 7> mask) {
   // mask: x, h, Wg, bg, Wr, br, V
-  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br);
+  const Tensor g = gy.contiguous(), brc = contiguous_or_undefined(br), st = scale_shift(h, V);
   const int64_t B = g.size(0), C = g.size(1), P = g.size(2) * g.size(3);
   const bool stacked = mask[0] || mask[2];  // ∂x or ∂W_g: one convolution_backward over [∂z_g | ∂z_r]
   const bool need_a = stacked || mask[4];
@@ -433,7 +432,7 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
 
 T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
                             const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
-                            const Tensor& V, const Tensor& st, const Tensor& u, at::IntArrayRef stride,
+                            const Tensor& V, const Tensor& u, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool has_bg,
                             std::array<bool, 8> mask) {
   // mask: x, xt, eps, Wg, bg, Wr, br, V
@@ -449,7 +448,7 @@ T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
   Tensor dx, dxt, deps, dWg, dbg, dWr, dbr, dV, dWg_t;
   Tensor gz, a;
   if (has_g) {
-    const Tensor g = gyt->contiguous();
+    const Tensor g = gyt->contiguous(), st = scale_shift(eps, V);
     DenseBackward e{x.scalar_type()};
     e.B = B;
     e.C = C;

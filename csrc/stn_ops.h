@@ -141,19 +141,19 @@ using T8 = std::tuple<Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Tensor, Te
 T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTensor& bg, const Tensor& Wr,
               const OptTensor& br, const Tensor& V);
 T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg,
+                       const OptTensor& br, const Tensor& V, const Tensor& u, bool has_bg,
                        std::array<bool, 7> mask);
 T4 stn_linear_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, const Tensor& Wg, const OptTensor& bg,
                    const Tensor& Wr, const OptTensor& br, const Tensor& V);
 T8 stn_linear_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
                             const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
-                            const Tensor& V, const Tensor& st, const Tensor& u, bool has_bg, std::array<bool, 8> mask);
+                            const Tensor& V, const Tensor& u, bool has_bg, std::array<bool, 8> mask);
 
 T3 stn_conv2d(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTensor& bg, const Tensor& Wr,
               const OptTensor& br, const Tensor& V, at::IntArrayRef stride, at::IntArrayRef padding,
               at::IntArrayRef dilation, int64_t groups);
 T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const Tensor& Wg, const Tensor& Wr,
-                       const OptTensor& br, const Tensor& V, const Tensor& st, const Tensor& u,
+                       const OptTensor& br, const Tensor& V, const Tensor& u,
                        at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups,
                        bool has_bg, std::array<bool, 7> mask);
 T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, const Tensor& Wg, const OptTensor& bg,
@@ -161,7 +161,7 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups);
 T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Tensor& x, const OptTensor& xt,
                             const Tensor& eps, const Tensor& Wg, const Tensor& Wr, const OptTensor& br,
-                            const Tensor& V, const Tensor& st, const Tensor& u, at::IntArrayRef stride,
+                            const Tensor& V, const Tensor& u, at::IntArrayRef stride,
                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups, bool has_bg,
                             std::array<bool, 8> mask);
 

@@ -8,9 +8,9 @@ exactly the signatures of `fastdstn.ops.reference`, which call the op and nothin
 Importing never raises: without the compiled extension `AVAILABLE` is False and
 `UNAVAILABLE_REASON` says how to build it (the backend registry then falls back to the reference).
 
-Autograd (csrc/autograd.cpp). Every forward op returns auxiliary outputs that its backward needs
-([s|t] = h·Vᵀ and the response pre-activation u = x·W_rᵀ or conv(x, W_r)), marked non-differentiable. The backward
-op receives autograd's needs_input_grad as a mask and computes only those gradients: in Δ-STN's
+Autograd (csrc/autograd.cpp). Every forward op returns auxiliary outputs, marked non-differentiable:
+[s|t] = h·Vᵀ (which the backward op recomputes rather than keeps) and the response pre-activation
+u = x·W_rᵀ or conv(x, W_r), which autograd saves for the backward. The backward op receives autograd's needs_input_grad as a mask and computes only those gradients: in Δ-STN's
 response sub-step (x, W_g, b_g frozen) the dual linear layer's backward runs two weight GEMMs,
 ∂ẋ = ∂ẏ·W_g and ∂W_r = (s⊙∂ẏ)ᵀ·x. When none of x, W_g, b_g requires grad, the primal output y of a
 dual op is marked non-differentiable, so autograd does not even carry a gradient along the primal chain.
@@ -170,7 +170,7 @@ def _register_fakes() -> None:
         return _new(x, B, C), _new(x, B, V.shape[0]), _new(x, B, C)
 
     @reg("fastdstn::stn_linear_backward")
-    def _(gy, x, h, Wg, Wr, br, V, st, u, has_bg, mask):
+    def _(gy, x, h, Wg, Wr, br, V, u, has_bg, mask):
         return tuple(_grads_like(x, (x, h, Wg, _bias_like(Wg, has_bg), Wr, br, V), mask))
 
     @reg("fastdstn::stn_linear_dual")
@@ -179,7 +179,7 @@ def _register_fakes() -> None:
         return _new(x, B, C), _new(x, B, C), _new(x, B, V.shape[0]), _new(x, B, C)
 
     @reg("fastdstn::stn_linear_dual_backward")
-    def _(gy, gyt, x, xt, eps, Wg, Wr, br, V, st, u, has_bg, mask):
+    def _(gy, gyt, x, xt, eps, Wg, Wr, br, V, u, has_bg, mask):
         return tuple(_grads_like(x, (x, xt, eps, Wg, _bias_like(Wg, has_bg), Wr, br, V), mask))
 
     @reg("fastdstn::stn_conv2d")
@@ -189,7 +189,7 @@ def _register_fakes() -> None:
         return _new(x, B, C, Ho, Wo), _new(x, B, V.shape[0]), _new(x, B, C, Ho, Wo)
 
     @reg("fastdstn::stn_conv2d_backward")
-    def _(gy, x, h, Wg, Wr, br, V, st, u, stride, padding, dilation, groups, has_bg, mask):
+    def _(gy, x, h, Wg, Wr, br, V, u, stride, padding, dilation, groups, has_bg, mask):
         return tuple(_grads_like(x, (x, h, Wg, _bias_like(Wg, has_bg), Wr, br, V), mask))
 
     @reg("fastdstn::stn_conv2d_dual")
@@ -200,7 +200,7 @@ def _register_fakes() -> None:
                 _new(x, B, C, Ho, Wo))
 
     @reg("fastdstn::stn_conv2d_dual_backward")
-    def _(gy, gyt, x, xt, eps, Wg, Wr, br, V, st, u, stride, padding, dilation, groups, has_bg, mask):
+    def _(gy, gyt, x, xt, eps, Wg, Wr, br, V, u, stride, padding, dilation, groups, has_bg, mask):
         return tuple(_grads_like(x, (x, xt, eps, Wg, _bias_like(Wg, has_bg), Wr, br, V), mask))
 
     @reg("fastdstn::lstm_cell_dual")
