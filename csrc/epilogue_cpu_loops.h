@@ -76,18 +76,19 @@ void dense_forward_rows(const DenseForward& e) {
       const S* t = e.has_t ? s + C : zeros.data();
       const S* zg_r = zg + b * C;
       const S* zr_r = zr + b * C;
-      S* y_r = y + b * C;
+      S* y_r = y ? y + b * C : nullptr;
       if (yt == nullptr) {
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) y_r[c] = m::stn_output(zg_r[c], bg[c], s[c], zr_r[c], t[c], br[c]);
       } else {
         S* yt_r = yt + b * C;
         const S* w_r = w ? w + b * C : zeros.data();
+        if (y) {
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) {
-          y_r[c] = m::stn_primal(zg_r[c], bg[c]);
-          yt_r[c] = m::stn_tangent(w_r[c], s[c], zr_r[c], t[c], br[c]);
+          for (int64_t c = 0; c < C; ++c) y_r[c] = m::stn_primal(zg_r[c], bg[c]);
         }
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) yt_r[c] = m::stn_tangent(w_r[c], s[c], zr_r[c], t[c], br[c]);
       }
     }
   });
@@ -114,14 +115,16 @@ void dense_forward_planes(const DenseForward& e) {
       const S* zg_p = zg + b * e.zg.batch_stride + e.zg.channel(c) * P;
       const S* zr_p = zr + b * e.zr.batch_stride + e.zr.channel(c) * P;
       if (u) std::copy(zr_p, zr_p + P, u + q * P);
-      S* y_p = y + q * P;
+      S* y_p = y ? y + q * P : nullptr;
       if (yt == nullptr) {
 #pragma omp simd
         for (int64_t p = 0; p < P; ++p) y_p[p] = m::stn_output(zg_p[p], vbg, s, zr_p[p], t, vbr);
       } else {
         S* yt_p = yt + q * P;
+        if (y) {
 #pragma omp simd
-        for (int64_t p = 0; p < P; ++p) y_p[p] = m::stn_primal(zg_p[p], vbg);
+          for (int64_t p = 0; p < P; ++p) y_p[p] = m::stn_primal(zg_p[p], vbg);
+        }
         if (w) {
           const S* w_p = w + q * P;
 #pragma omp simd

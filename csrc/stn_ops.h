@@ -44,7 +44,7 @@ struct DenseForward {
   bool has_t = false;
   const void* bg = nullptr;   // (C) or null
   const void* br = nullptr;   // (C) or null (then has_t is false)
-  void* y = nullptr;          // contiguous (B, C, P)
+  void* y = nullptr;          // contiguous (B, C, P); null in the dual form when y already holds the primal
   void* yt = nullptr;         // contiguous (B, C, P) or null
   void* u = nullptr;          // contiguous (B, C, P): a compact copy of z_r for the backward, or null
 };

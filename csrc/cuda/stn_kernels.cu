@@ -66,7 +66,7 @@ __global__ void dense_forward_kernel(DenseForward e) {
       y[i] = static_cast<S>(m::stn_output(vzg, vbg, s, vzr, t, vbr));
     } else {
       const A vw = ld<A>(w, i);
-      y[i] = static_cast<S>(m::stn_primal(vzg, vbg));
+      if (y) y[i] = static_cast<S>(m::stn_primal(vzg, vbg));
       yt[i] = static_cast<S>(m::stn_tangent(vw, s, vzr, t, vbr));
     }
   }
