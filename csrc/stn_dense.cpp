@@ -8,11 +8,11 @@
 // saves on 2 cores (8 MB per call at 1024x1024); sharing x between two GEMM calls costs nothing. The
 // backward accumulates into one output with beta = 1 (addmm_) instead of concatenating cotangents
 // along K, which would copy activations: e.g. ∂x = ∂y·W_g + (s⊙∂ẏ)·W_r is mm + addmm_.
-// Conv: weights are small, so [W_g; W_r] is stacked along the output channels (per group) and one
-// convolution computes z = [z_g | z_r]; the backward stacks the cotangents [∂z_g | ∂z_r] in the
-// epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together. The forward keeps only
-// u = z_r (copied out, compact, by the epilogue) for the backward, which never reads z_g: half of what the stacked
-// output would keep alive (SimpleCNN's Δ-STN training step saved 67.5 MB against the reference's 59.8).
+// Conv: the forward's two convolutions are one convolution over [W_g; W_r] stacked along the output
+// channels (per group) on CUDA, two on CPU (conv_forward says why); the backward stacks the cotangents
+// [∂z_g | ∂z_r] in the epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.
+// The forward keeps only u = z_r for the backward, which never reads z_g: half of what the stacked output
+// would keep alive (SimpleCNN's Δ-STN training step saved 67.5 MB against the reference's 59.8).
 //
 // The products with the few hyperparameter columns (H ≤ 16: [s|t] = h·Vᵀ, ∂V = ∂[s|t]ᵀ·h) are loops on
 // CPU, the latter inside the backward epilogue: MKL took 152 µs for (128 × 3)·(3 × 2048) and 69 µs for
