@@ -285,6 +285,32 @@ T3 conv_forward(const Tensor& x, const Tensor& st, const Tensor& Wg, const OptTe
 }
 
 
+// The conv backward epilogue over g, the cotangent of the output that carries s⊙u + t⊙b_r: a = s⊙g goes into
+// the response half of a new stacked cotangent gz = [gsrc | a] when `stacked` (one convolution_backward then
+// serves ∂x, ∂W_g and ∂W_r), else into a plain `a` when `need_a`; e's reductions were set by the caller.
+// Returns (gz, a), undefined where not made.
+std::pair<Tensor, Tensor> conv_response_epilogue(DenseBackward& e, const Tensor& g, const Tensor& gsrc, const Tensor& u,
+                                                 const Tensor& st, const Tensor& brc, int64_t groups, bool stacked,
+                                                 bool need_a, bool reductions) {
+  Tensor gz, a;
+  if (stacked) {
+    gz = at::empty({e.B, 2 * e.C, g.size(2), g.size(3)}, g.options());
+    e.a = stacked_operand(gz, e.C, e.P, groups, 1);
+    e.gcopy = stacked_operand(gz, e.C, e.P, groups, 0);
+    e.gsrc = gsrc.data_ptr();
+  } else if (need_a) {
+    a = at::empty_like(g);
+    e.a = plain_operand(a, e.C, e.P);
+  }
+  e.g = g.data_ptr();
+  e.zr = plain_operand(u, e.C, e.P);
+  e.st = st.data_ptr();
+  e.has_t = brc.defined();
+  e.br = ptr_or_null(brc);
+  if (stacked || need_a || reductions) run(e, g);
+  return {gz, a};
+}
+
 std::tuple<Tensor, Tensor, Tensor> conv_backward(const Tensor& grad, const Tensor& input, const Tensor& weight,
                                                  at::IntArrayRef stride, at::IntArrayRef padding,
                                                  at::IntArrayRef dilation, int64_t groups, bool need_input,
@@ -409,27 +435,12 @@ T7 stn_conv2d_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
   const int64_t B = g.size(0), C = g.size(1), P = g.size(2) * g.size(3);
   const bool stacked = mask[0] || mask[2];  // ∂x or ∂W_g: one convolution_backward over [∂z_g | ∂z_r]
   const bool need_a = stacked || mask[4];
-  Tensor gz, a;
   DenseBackward e{x.scalar_type()};
   e.B = B;
   e.C = C;
   e.P = P;
   ScaleShiftGrads through_st(e, h, st, V, mask[1], mask[6], mask[5] && brc.defined());
-  if (stacked) {
-    gz = at::empty({B, 2 * C, g.size(2), g.size(3)}, g.options());
-    e.a = stacked_operand(gz, C, P, groups, 1);
-    e.gcopy = stacked_operand(gz, C, P, groups, 0);
-    e.gsrc = g.data_ptr();
-  } else if (need_a) {
-    a = at::empty_like(g);
-    e.a = plain_operand(a, C, P);
-  }
-  e.g = g.data_ptr();
-  e.zr = plain_operand(u, C, P);
-  e.st = st.data_ptr();
-  e.has_t = brc.defined();
-  e.br = ptr_or_null(brc);
-  if (need_a || through_st.any()) run(e, x);
+  const auto [gz, a] = conv_response_epilogue(e, g, g, u, st, brc, groups, stacked, need_a, through_st.any());
 
   Tensor dx, dWg, dbg, dWr;
   if (stacked) {
@@ -481,21 +492,7 @@ T8 stn_conv2d_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
     e.C = C;
     e.P = P;
     ScaleShiftGrads through_st(e, eps, st, V, mask[2], mask[7], mask[6] && brc.defined());
-    if (stacked) {
-      gz = at::empty({B, 2 * C, Ho, Wo}, g.options());
-      e.a = stacked_operand(gz, C, P, groups, 1);
-      e.gcopy = stacked_operand(gz, C, P, groups, 0);
-      e.gsrc = gyc.data_ptr();
-    } else if (zr_needed) {
-      a = at::empty_like(g);
-      e.a = plain_operand(a, C, P);
-    }
-    e.g = g.data_ptr();
-    e.zr = plain_operand(u, C, P);
-    e.st = st.data_ptr();
-    e.has_t = brc.defined();
-    e.br = ptr_or_null(brc);
-    if (zr_needed || through_st.any()) run(e, x);
+    std::tie(gz, a) = conv_response_epilogue(e, g, gyc, u, st, brc, groups, stacked, zr_needed, through_st.any());
     // ẋ's side: ∂ẋ = conv_input_grad(∂ẏ, W_g), ∂W_g += conv_weight_grad(∂ẏ, ẋ).
     const bool wg_from_xt = mask[3] && xtc.defined();
     if (mask[1] || wg_from_xt) {
