@@ -85,6 +85,14 @@ Isa cpu_isa() {
 #define FASTDSTN_CPU_CALL(fn, ...) return isa_baseline::fn(__VA_ARGS__);
 #endif
 
+const char* cpu_isa_name() {
+  switch (cpu_isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    default: return "baseline";
+  }
+}
+
 void dense_forward_cpu(const DenseForward& e) { FASTDSTN_CPU_CALL(dense_forward, e) }
 void dense_backward_cpu(const DenseBackward& e) { FASTDSTN_CPU_CALL(dense_backward, e) }
 void lstm_forward_cpu(const LstmForward& e) { FASTDSTN_CPU_CALL(lstm_forward, e) }

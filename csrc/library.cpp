@@ -53,8 +53,14 @@ TORCH_LIBRARY_IMPL(fastdstn, CPU, m) {
   m.impl("dropout_dual", &fastdstn::dropout_dual);
 }
 
-// A module-init symbol so that `import fastdstn._C` loads the library (and runs the registrations).
+// A module-init symbol so that `import fastdstn._C` loads the library (and runs the registrations), and
+// fastdstn._C.cpu_isa(), for `fastdstn info` and the benchmark records.
 extern "C" {
-static struct PyModuleDef fastdstn_c_module = {PyModuleDef_HEAD_INIT, "_C", "fastdstn compiled ops", -1, nullptr};
+static PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(fastdstn::cpu_isa_name()); }
+static PyMethodDef fastdstn_c_methods[] = {
+    {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set of the CPU loops in use: avx512, avx2 or baseline."},
+    {nullptr, nullptr, 0, nullptr}};
+static struct PyModuleDef fastdstn_c_module = {PyModuleDef_HEAD_INIT, "_C", "fastdstn compiled ops", -1,
+                                               fastdstn_c_methods};
 PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&fastdstn_c_module); }
 }

@@ -115,6 +115,8 @@ struct Dropout {
 // [s | t] = h·Vᵀ for (B, H) h and (R, H) V with few columns (H ≤ kDirectMaxH): a direct loop.
 constexpr int64_t kDirectMaxH = 16;
 at::Tensor small_product_cpu(const at::Tensor& h, const at::Tensor& V);
+// The instruction set whose copy of the CPU loops runs: "avx512", "avx2" or "baseline".
+const char* cpu_isa_name();
 void dense_forward_cpu(const DenseForward& e);
 void dense_backward_cpu(const DenseBackward& e);
 void lstm_forward_cpu(const LstmForward& e);

@@ -157,6 +157,10 @@ def _info(_args) -> int:
     print("op backends:")
     for name, state in ops.available().items():
         print(f"  {name:10s} {state}")
+    from .ops import cpp
+
+    if cpp.CPU_ISA:
+        print(f"cpu loops    {cpp.CPU_ISA} (the widest build this CPU runs; FASTDSTN_CPU_ISA=baseline|avx2 caps it)")
     path = os.path.join(os.path.dirname(__file__), "_build_info.json")
     print("build info (fastdstn/_build_info.json):")
     if os.path.exists(path):

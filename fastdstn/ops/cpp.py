@@ -30,6 +30,7 @@ Tensor = torch.Tensor
 
 AVAILABLE = False
 UNAVAILABLE_REASON = ""
+CPU_ISA: Optional[str] = None  # the instruction set of the CPU loops in use (avx512, avx2, baseline)
 DEVICE_TYPES: Tuple[str, ...] = ("cpu",)
 
 _REBUILD = "reinstall with `pip install --no-build-isolation -e .` (FASTDSTN_NO_EXTENSIONS unset)"
@@ -78,6 +79,7 @@ else:
         UNAVAILABLE_REASON = f"fastdstn._C was not built or does not load ({error}): {_REBUILD}"
     else:
         AVAILABLE = True
+        CPU_ISA = _C.cpu_isa()
 
 
 def cuda_registered() -> bool:

@@ -1,5 +1,6 @@
 """Run by tests/ops/test_cpp_ops.py in a subprocess with FASTDSTN_CPU_ISA set: computes the compiled CPU ops'
-outputs and gradients on fixed inputs and saves them (torch.save) to the path given as argv[1]."""
+outputs and gradients on fixed inputs and saves them, with the instruction set in use, (torch.save) to the path
+given as argv[1]."""
 import sys
 
 import torch
@@ -39,4 +40,4 @@ def outputs():
 
 
 if __name__ == "__main__":
-    torch.save(outputs(), sys.argv[1])
+    torch.save({"isa": cpp.CPU_ISA, "outputs": outputs()}, sys.argv[1])

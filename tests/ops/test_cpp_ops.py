@@ -500,7 +500,13 @@ def test_cpu_instruction_sets_agree(tmp_path):
         path = tmp_path / f"{isa}.pt"
         env = dict(os.environ, FASTDSTN_CPU_ISA=isa)
         subprocess.run([sys.executable, script, str(path)], check=True, env=env, timeout=300)
-        results[isa] = torch.load(path)
+        saved = torch.load(path)
+        assert saved["isa"] in ("baseline", "avx2", "avx512")
+        if isa == "baseline":
+            assert saved["isa"] == "baseline"
+        if isa == "widest" and "FASTDSTN_CPU_ISA" not in os.environ:
+            assert saved["isa"] == cpp.CPU_ISA  # what this process, uncapped, runs
+        results[isa] = saved["outputs"]
     for isa in ("avx2", "widest"):
         for name, tensors in results["baseline"].items():
             for k, (a, b) in enumerate(zip(tensors, results[isa][name])):
