@@ -32,15 +32,6 @@ inline Vec<S> load_or_zero(const S* p, int64_t i, int64_t n) {
   return p ? vload(p + i, n) : Vec<S>(S(0));
 }
 
-template <class S>
-inline S sum_lanes(const Vec<S>& v) {
-  alignas(64) S tmp[Vec<S>::size()];
-  v.store(tmp);
-  S r = 0;
-  for (int k = 0; k < Vec<S>::size(); ++k) r += tmp[k];
-  return r;
-}
-
 inline int64_t grain_rows(int64_t row_elements) {
   return std::max<int64_t>(1, kGrainElements / std::max<int64_t>(1, row_elements));
 }
