@@ -9,10 +9,11 @@
 // their own kernel) and saves, of its auxiliary outputs (marked non-differentiable), the response
 // pre-activation u; [s|t] = h·Vᵀ is recomputed by the backward op from h and V, which are saved
 // anyway (H ≤ 16 columns: B·2C·H multiply-adds against the layer's B·C·K), instead of being kept
-// as B × 2C values per layer (the LSTM LM's 10000-way decoder alone kept 53 MB). Each backward passes autograd's needs_input_grad to the backward op as a
-// mask, so only the gradients asked for are computed (Δ-STN's response sub-step: ∂ẋ, ∂W_r, ∂b_r,
-// ∂V), and returns undefined tensors for the others. When none of x, W_g, b_g requires grad, the
-// primal y of a dual op is marked non-differentiable: autograd carries nothing along the primal chain.
+// as B × 2C values per layer (the LSTM LM's 10000-way decoder alone kept 53 MB). Each backward passes
+// autograd's needs_input_grad to the backward op as a mask, so only the gradients asked for are
+// computed (Δ-STN's response sub-step: ∂ẋ, ∂W_r, ∂b_r, ∂V), and returns undefined tensors for the
+// others. When none of x, W_g, b_g requires grad, the primal y of a dual op is marked
+// non-differentiable: autograd carries nothing along the primal chain.
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <optional>
 #include <torch/autograd.h>

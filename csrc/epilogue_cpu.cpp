@@ -2,10 +2,11 @@
 // extension is built for, with AVX2 + FMA, and with AVX-512 (F, DQ, VL, BW), the widest one the CPU
 // supports chosen once per process (FASTDSTN_CPU_ISA=baseline|avx2 caps the choice). Why: ATen picks
 // a vectorized build of its own kernels per CPU at run time, while an extension is compiled for the
-// baseline only (SSE2), which left our loops the slow part of a fused op. Measured (1 thread, minimum
-// of 400 calls, benchmarks/RESULTS_ops_cpp.md): the linear response epilogue with its ∂V, ∂b_r sums at
-// (128, 1024) 205 µs baseline, 91 µs AVX2; seeded dropout of 128 × 1200 values 440 µs baseline, 265 µs
-// AVX2, 103 µs AVX-512 (its 64-bit multiplies are single instructions there).
+// baseline only (SSE2), which left our loops the slow part of a fused op. Measured with
+// `python benchmarks/bench_cpu_env.py isa` (1 thread, minimum of 400 direct calls): the linear response
+// backward without weight GEMMs at (128, 1024) 186–189 µs baseline, 134 µs AVX2 and AVX-512; seeded
+// dropout of 128 × 1200 values 440 µs baseline, 265 µs AVX2, 103 µs AVX-512 (its 64-bit multiplies are
+// single instructions there).
 //
 // The other copies are compiled under `#pragma GCC target`, after every header is included: code
 // defined there, and only that, may use the wider instructions (templates of ATen and the standard

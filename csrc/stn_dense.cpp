@@ -255,10 +255,13 @@ Operand stacked_operand(const Tensor& z, int64_t C, int64_t P, int64_t groups, i
 // when w is defined; (y, undefined, u) for the nonlinear form.
 // CPU: two convolutions written straight into y (b_g added by the convolution) and u; the epilogue then
 // reads u (and w) and writes ẏ, or adds s⊙u + t⊙b_r into y: 2–3 passes over (B, C, H, W) against the
-// stacked form's 5 (read z_g, z_r; write y, ẏ, u), which costs more than the one stacked convolution saves
-// on CPU (measured, 2 threads: 1.205 against 1.176 ms at SimpleCNN's conv1, 5.32 against 5.43 at conv2,
-// 44.8 against 46.4 at the VGG layer). CUDA: ONE convolution over [W_g; W_r] stacked along the output
-// channels (one cuDNN call instead of two; the extra epilogue passes are cheap at HBM bandwidth).
+// stacked form's 5 (read z_g, z_r; write y, ẏ, u). On CPU the one stacked convolution is no reliable gain
+// (`python benchmarks/bench_cpu_env.py stacking`, 2 threads, four runs: SimpleCNN conv1 equal within 3%,
+// conv2 2–9% faster stacked, the VGG 64→64 layer 3% faster to 18% slower stacked), and with two the
+// forward + backward op went from 1.01–1.14x the reference to 1.25–1.34x at conv1, 1.02–1.04x to
+// 1.03–1.06x at conv2 (benchmarks/RESULTS_ops_cpp.md). CUDA: ONE convolution over [W_g; W_r] stacked
+// along the output channels (one cuDNN call instead of two; the extra epilogue passes are cheap at HBM
+// bandwidth; not re-measured).
 T3 conv_forward(const Tensor& x, const Tensor& st, const Tensor& Wg, const OptTensor& bg, const Tensor& Wr,
                 const OptTensor& br, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
                 int64_t groups, bool dual, const Tensor& w) {

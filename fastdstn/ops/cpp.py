@@ -10,7 +10,8 @@ Importing never raises: without the compiled extension `AVAILABLE` is False and
 
 Autograd (csrc/autograd.cpp). Every forward op returns auxiliary outputs, marked non-differentiable:
 [s|t] = h·Vᵀ (which the backward op recomputes rather than keeps) and the response pre-activation
-u = x·W_rᵀ or conv(x, W_r), which autograd saves for the backward. The backward op receives autograd's needs_input_grad as a mask and computes only those gradients: in Δ-STN's
+u = x·W_rᵀ or conv(x, W_r), which autograd saves for the backward. The backward op receives autograd's
+needs_input_grad as a mask and computes only those gradients: in Δ-STN's
 response sub-step (x, W_g, b_g frozen) the dual linear layer's backward runs two weight GEMMs,
 ∂ẋ = ∂ẏ·W_g and ∂W_r = (s⊙∂ẏ)ᵀ·x. When none of x, W_g, b_g requires grad, the primal output y of a
 dual op is marked non-differentiable, so autograd does not even carry a gradient along the primal chain.

@@ -4,10 +4,11 @@ PyTorch's CPU tensors come from the C library's malloc. glibc hands a large bloc
 or at the top of the heap beyond its trim threshold) back to the kernel when it is freed, so the next step's
 tensor of the same size is mapped afresh and every one of its pages faults on first touch. A training step
 frees and re-allocates the same sizes every time, so the faults repeat at every step. Measured on the 2-core
-VM these benchmarks run on: a page fault costs ~1.4 µs, i.e. ~0.35 ms per MB; the 1→16-channel 5×5
-convolution of a 128-image batch took 6.1 ms with glibc's defaults (4,000 faults per call) and 0.57 ms with
-freed memory kept; the main job (`fastdstn train fmnist-quick`) ran in 40.2 s with 1.27 M minor faults and in
-35.5 s with 0.20 M (same process, glibc's own MALLOC_* variables set).
+VM these benchmarks run on: the 1→16-channel 5×5 convolution of a 128-image batch took 4.9–6.1 ms with glibc's
+defaults (~4,000 page faults per call under `perf stat`, ~1.4 µs each) and 0.51–0.57 ms with freed memory kept
+(`python benchmarks/bench_cpu_env.py malloc`); the main job took 37.0–38.6 s of process wall time with 1.24 M
+minor faults and 35.7 s with 0.41 M (`/usr/bin/time -f "%e s %R faults" fastdstn train fmnist-quick --out DIR`,
+with FASTDSTN_KEEP_FREED_MEMORY=0 and without).
 
 This is what PyTorch's CPU performance guide gets from jemalloc or tcmalloc (LD_PRELOAD); here it is done
 with glibc's own knobs (mallopt), for the CLI's training processes only: importing fastdstn changes nothing.
