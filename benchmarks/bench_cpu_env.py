@@ -3,11 +3,14 @@
     python benchmarks/bench_cpu_env.py isa          # the CPU loops' three builds (FASTDSTN_CPU_ISA), direct op calls
     python benchmarks/bench_cpu_env.py malloc       # a SimpleCNN conv with glibc's defaults vs freed memory kept
     python benchmarks/bench_cpu_env.py stacking     # one convolution over stacked [W_g; W_r] vs two convolutions
+    python benchmarks/bench_cpu_env.py gemm         # the linear ops' small-batch GEMM kernel vs torch.mm, by size
 
-Times are the minimum (isa) or median (malloc, stacking) of repeated calls at 1 thread (isa) or torch's default
-threads, in milliseconds or microseconds as labelled. Each setting runs in its own process because both the
-instruction set and the allocator are fixed once per process. These produced the numbers quoted in
-csrc/epilogue_cpu.cpp, csrc/stn_dense.cpp, fastdstn/train/allocator.py and benchmarks/RESULTS_ops_cpp.md.
+Times are the minimum (isa, gemm) or median (malloc, stacking) of repeated calls at 1 thread (isa; gemm also at
+2) or torch's default threads, in milliseconds or microseconds as labelled. Each setting runs in its own process
+because the instruction set, the allocator and the GEMM kernel's mode are fixed once per process (gemm runs with
+FASTDSTN_SMALL_GEMM=any, so that the kernel also takes the sizes its limits give to ATen). These produced the
+numbers quoted in csrc/epilogue_cpu.cpp, csrc/small_gemm_cpu.cpp, csrc/stn_dense.cpp,
+fastdstn/train/allocator.py and benchmarks/RESULTS_ops_cpp.md.
 """
 from __future__ import annotations
 
@@ -104,12 +107,43 @@ def stacking_case() -> dict:
     return out
 
 
-CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case}
+def gemm_case(quick: bool = False) -> dict:
+    """Kernel against torch.mm (ATen's MKL) on the same inputs, interleaved, for the linear ops' three kinds of
+    product: the forward's x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ; ∂ẋ = g·W_g; ∂W_r = aᵀ·x. Ratios are torch.mm / kernel."""
+    import torch
+
+    from fastdstn.ops import cpp
+    from fastdstn.train.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    ops = torch.ops.fastdstn
+    out = {"kernel": cpp.SMALL_GEMM}
+    for threads in (1,) if quick else (1, 2):
+        torch.set_num_threads(threads)
+        for B in (32,) if quick else (8, 32, 64, 128, 256):
+            for n_in, n_out in ((256, 256),) if quick else ((256, 256), (784, 1200), (1024, 1024), (1200, 10)):
+                x, xt, g = torch.randn(B, n_in), torch.randn(B, n_in), torch.randn(B, n_out)
+                Wg, Wr = torch.randn(n_out, n_in), torch.randn(n_out, n_in)
+                pairs = {"forward": (lambda: (torch.mm(x, Wg.t()), torch.mm(x, Wr.t()), torch.mm(xt, Wg.t())),
+                                     lambda: ops._linear_products(x, xt, Wg, Wr)),
+                         "g·W": (lambda: torch.mm(g, Wg), lambda: ops._dense_mm(g, Wg)),
+                         "aᵀ·x": (lambda: torch.mm(g.t(), x), lambda: ops._dense_mm(g.t(), x))}
+                n = max(5, min(200, int(2e8 / (B * n_in * n_out))))
+                for name, (aten, kernel) in pairs.items():
+                    best = {"mm": float("inf"), "kernel": float("inf")}
+                    for _ in range(3):  # interleaved rounds
+                        best["mm"] = min(best["mm"], _best_us(aten, n))
+                        best["kernel"] = min(best["kernel"], _best_us(kernel, n))
+                    out[f"{threads}t B={B} {n_in}->{n_out} {name}: mm / kernel"] = best["mm"] / best["kernel"]
+    return out
 
 
-def _in_subprocess(part: str, env: dict) -> dict:
-    done = subprocess.run([sys.executable, __file__, "--child", part], env=dict(os.environ, **env), check=True,
-                          capture_output=True, text=True)
+CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "gemm": gemm_case}
+
+
+def _in_subprocess(part: str, env: dict, quick: bool) -> dict:
+    done = subprocess.run([sys.executable, __file__, "--child", part] + (["--quick"] if quick else []),
+                          env=dict(os.environ, **env), check=True, capture_output=True, text=True)
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
@@ -117,16 +151,18 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=list(CASES))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="gemm: one size at 1 thread (the smoke test)")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(CASES[args.part]()))
+        print(json.dumps(CASES[args.part](quick=True) if args.quick and args.part == "gemm" else CASES[args.part]()))
         return
     settings = {"isa": [{"FASTDSTN_CPU_ISA": v} for v in ("baseline", "avx2", "widest")],
                 "malloc": [{"FASTDSTN_KEEP_FREED_MEMORY": v} for v in ("0", "1")],
-                "stacking": [{}]}[args.part]
+                "stacking": [{}], "gemm": [{"FASTDSTN_SMALL_GEMM": "any"}]}[args.part]
     for env in settings:
-        result = _in_subprocess(args.part, env)
-        print(", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()),
+        result = _in_subprocess(args.part, env, args.quick)
+        sep = "\n" if args.part == "gemm" else ", "
+        print(sep.join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()),
               flush=True)
 
 

@@ -160,7 +160,8 @@ def main():
     if args.append:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
         head = (f"\n## {stamp} — torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                f"{platform.processor() or platform.machine()}, CPU loops: {cpp.CPU_ISA}, malloc: {malloc}\n\n")
+                f"{platform.processor() or platform.machine()}, CPU loops: {cpp.CPU_ISA}, "
+                f"small-batch GEMM kernel: {'on' if cpp.SMALL_GEMM else 'off'}, malloc: {malloc}\n\n")
         if args.note:
             head += args.note + "\n\n"
         with open(os.path.join(HERE, "RESULTS_ops_cpp.md"), "a") as f:

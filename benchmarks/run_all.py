@@ -42,7 +42,7 @@ from fastdstn.ops import cpp  # noqa: E402
 from fastdstn.train.allocator import keep_freed_memory  # noqa: E402
 
 FIELDS = ["suite", "op", "provider", "mode", "shape", "metric", "p20", "p50", "p80", "rounds", "device", "cpu",
-          "threads", "torch", "fastdstn", "timestamp", "loadavg", "malloc", "cpu_isa"]
+          "threads", "torch", "fastdstn", "timestamp", "loadavg", "malloc", "cpu_isa", "small_gemm"]
 RESULTS_CSV = os.path.join(HERE, "results.csv")
 RESULTS_MD = os.path.join(HERE, "RESULTS.md")
 STEP_NAMES = [name for name, *_ in cases.STEPS]
@@ -289,7 +289,8 @@ def render_markdown(rows: List[Row], command: str = "python benchmarks/run_all.p
            f"`python benchmarks/compare.py` (ratios against this CSV, threshold 15%).", "",
            f"* Machine: device `{any_row['device']}`, CPU `{any_row['cpu']}`, {any_row['threads']} torch threads; "
            f"torch {any_row['torch']}, fastdstn {any_row['fastdstn']} (cpp CPU loops: "
-           f"{any_row.get('cpu_isa') or 'unrecorded'}); measured {stamps[0]} – {stamps[-1]}.",
+           f"{any_row.get('cpu_isa') or 'unrecorded'}; small-batch GEMM kernel: "
+           f"{any_row.get('small_gemm') or 'unrecorded'}); measured {stamps[0]} – {stamps[-1]}.",
            f"* Allocator: {MALLOC_NOTE.get(any_row.get('malloc') or 'default', any_row.get('malloc'))}",
            "* **Noise.** This is a shared 2-core VM: other engineers' training runs and test suites were using "
            f"the same cores during the run (1-min load average {load_txt} on 2 cores, "
@@ -527,6 +528,7 @@ def run(args) -> List[Row]:
     info = machine_info(device)
     info["malloc"] = "kept" if not args.default_malloc and keep_freed_memory() else "default"
     info["cpu_isa"] = cpp.CPU_ISA or "none"
+    info["small_gemm"] = "on" if cpp.SMALL_GEMM else "off"
     log = (lambda msg: print(msg, flush=True)) if not args.silent else (lambda msg: None)
     log(f"# {info['cpu']}, {info['threads']} threads, torch {info['torch']}, backends {', '.join(backends_)}"
         f"{' (quick)' if args.quick else ''}")

@@ -13,3 +13,11 @@ def test_parts_run(part, lines, marker):
     done = subprocess.run([sys.executable, SCRIPT, part], capture_output=True, text=True, check=True, timeout=600)
     rows = [line for line in done.stdout.splitlines() if line.strip()]
     assert len(rows) == lines and all(marker in row for row in rows), done.stdout
+
+
+def test_gemm_part_runs():
+    done = subprocess.run([sys.executable, SCRIPT, "gemm", "--quick"], capture_output=True, text=True, check=True,
+                          timeout=600)
+    rows = [line for line in done.stdout.splitlines() if line.strip()]
+    assert rows[0].startswith("kernel: ") and len(rows) == 4, done.stdout
+    assert all("mm / kernel" in row for row in rows[1:]), done.stdout

@@ -37,6 +37,9 @@ TORCH_LIBRARY(fastdstn, m) {
         " Tensor c, Tensor? c_t, bool[4] mask) -> (Tensor, Tensor, Tensor, Tensor)");
   m.def("dropout_dual(Tensor x, Tensor? xt, Tensor rate, int seed, int batch_dim, int[] shared_dims)"
         " -> (Tensor y, Tensor yt)");
+  // The weight products of the linear ops on their own (CPU), for tests and benchmarks of the kernel.
+  m.def("_dense_mm(Tensor a, Tensor b) -> Tensor");
+  m.def("_linear_products(Tensor x, Tensor? xt, Tensor Wg, Tensor Wr) -> (Tensor y, Tensor u, Tensor yt)");
 }
 
 TORCH_LIBRARY_IMPL(fastdstn, CPU, m) {
@@ -51,14 +54,22 @@ TORCH_LIBRARY_IMPL(fastdstn, CPU, m) {
   m.impl("lstm_cell_dual", &fastdstn::lstm_cell_dual);
   m.impl("lstm_cell_dual_backward", &fastdstn::lstm_cell_dual_backward);
   m.impl("dropout_dual", &fastdstn::dropout_dual);
+  m.impl("_dense_mm", [](const at::Tensor& a, const at::Tensor& b) { return fastdstn::dense_mm(a, b); });
+  m.impl("_linear_products", [](const at::Tensor& x, const std::optional<at::Tensor>& xt, const at::Tensor& Wg,
+                                 const at::Tensor& Wr) {
+    auto [y, u, yt] = fastdstn::linear_products(x, xt, Wg, Wr);
+    return std::make_tuple(y, u, yt.defined() ? yt : x.new_empty({0}));  // no ẋ: an empty ẋ·W_gᵀ
+  });
 }
 
 // A module-init symbol so that `import fastdstn._C` loads the library (and runs the registrations), and
-// fastdstn._C.cpu_isa(), for `fastdstn info` and the benchmark records.
+// fastdstn._C.cpu_isa() and small_gemm(), for `fastdstn info` and the benchmark records.
 extern "C" {
 static PyObject* cpu_isa(PyObject*, PyObject*) { return PyUnicode_FromString(fastdstn::cpu_isa_name()); }
+static PyObject* small_gemm(PyObject*, PyObject*) { return PyBool_FromLong(fastdstn::small_gemm_enabled()); }
 static PyMethodDef fastdstn_c_methods[] = {
     {"cpu_isa", cpu_isa, METH_NOARGS, "The instruction set of the CPU loops in use: avx512, avx2 or baseline."},
+    {"small_gemm", small_gemm, METH_NOARGS, "Whether the linear ops' small-batch AVX-512 GEMM kernel runs."},
     {nullptr, nullptr, 0, nullptr}};
 static struct PyModuleDef fastdstn_c_module = {PyModuleDef_HEAD_INIT, "_C", "fastdstn compiled ops", -1,
                                                fastdstn_c_methods};

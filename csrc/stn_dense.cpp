@@ -1,9 +1,12 @@
 // The STN dense ops (SPEC §3, §5): stn_linear, stn_linear_dual, stn_conv2d, stn_conv2d_dual and their
 // backwards. The bodies are device-generic: GEMMs and convolutions go through ATen (MKL/oneDNN on CPU,
-// cuBLAS/cuDNN on CUDA), the elementwise remainder through ONE fused epilogue of the tensors' device.
+// cuBLAS/cuDNN on CUDA), the elementwise remainder through ONE fused epilogue of the tensors' device. The
+// linear ops' weight GEMMs call linear_products / dense_mm (small_gemm_cpu.cpp), which run an AVX-512
+// kernel instead of ATen on CPU for batches of at most 64 rows (and, in the backward, layers at most 64 wide).
 //
 // GEMM plan (linear). Forward: z_g = x·W_gᵀ, z_r = x·W_rᵀ, w = ẋ·W_gᵀ and the small [s|t] = ε·Vᵀ, then
-// the epilogue writes y and ẏ in place over z_g and w. Stacking [W_g; W_r] along N would need a copy
+// the epilogue writes y and ẏ in place over z_g and w (the small-batch kernel computes the three products
+// in one pass, sharing each load of xᵀ and each broadcast of W_g). Stacking [W_g; W_r] along N would need a copy
 // of both weight matrices on every call (they are separate parameters), which costs more than it
 // saves on 2 cores (8 MB per call at 1024x1024); sharing x between two GEMM calls costs nothing. The
 // backward accumulates into one output with beta = 1 (addmm_) instead of concatenating cotangents
@@ -330,8 +333,7 @@ T3 stn_linear(const Tensor& x, const Tensor& h, const Tensor& Wg, const OptTenso
               const OptTensor& br, const Tensor& V) {
   check_dense("fastdstn::stn_linear", x, std::nullopt, "h", h, Wg, bg, Wr, br, V, false, 1);
   const Tensor st = scale_shift(h, V);
-  Tensor y = at::mm(x, Wg.t()).contiguous();
-  const Tensor u = at::mm(x, Wr.t()).contiguous();
+  auto [y, u, unused] = linear_products(x, std::nullopt, Wg, Wr);
   const int64_t C = Wg.size(0);
   forward_epilogue(x, 1, plain_operand(y, C, 1), plain_operand(u, C, 1), st, bg, br, y, Tensor(), false);
   return {y, st, u};
@@ -364,10 +366,10 @@ T7 stn_linear_backward(const Tensor& gy, const Tensor& x, const Tensor& h, const
   const Tensor a = linear_response_backward(g, u, st, brc, mask[0] || mask[4], through_st, e);
 
   Tensor dx, dWg, dbg, dWr;
-  if (mask[0]) dx = at::mm(g, Wg).addmm_(a, Wr);
-  if (mask[2]) dWg = at::mm(g.t(), x);
+  if (mask[0]) dx = dense_mm(a, Wr, dense_mm(g, Wg));
+  if (mask[2]) dWg = dense_mm(g.t(), x);
   if (mask[3] && has_bg) dbg = g.sum(0);
-  if (mask[4]) dWr = at::mm(a.t(), x);
+  if (mask[4]) dWr = dense_mm(a.t(), x);
   auto [dh, dV, dbr] = through_st.finish(h, V);
   const Tensor bg_like = has_bg ? g.new_empty({g.size(1)}) : Tensor();
   finish_grads<7>({&dx, &dh, &dWg, &dbg, &dWr, &dbr, &dV}, {&x, &h, &Wg, &bg_like, &Wr, &brc, &V}, mask, x);
@@ -378,9 +380,8 @@ T4 stn_linear_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
                    const Tensor& Wr, const OptTensor& br, const Tensor& V) {
   check_dense("fastdstn::stn_linear_dual", x, xt, "eps", eps, Wg, bg, Wr, br, V, false, 1);
   const Tensor st = scale_shift(eps, V);
-  Tensor y = at::mm(x, Wg.t()).contiguous();
-  const Tensor u = at::mm(x, Wr.t()).contiguous();
-  Tensor yt = present(xt) ? at::mm(*xt, Wg.t()).contiguous() : at::empty_like(y);
+  auto [y, u, yt] = linear_products(x, xt, Wg, Wr);
+  if (!yt.defined()) yt = at::empty_like(y);
   const int64_t C = Wg.size(0);
   forward_epilogue(x, 1, plain_operand(y, C, 1), plain_operand(u, C, 1), st, bg, br, y, yt, present(xt));
   return {y, yt, st, u};
@@ -401,16 +402,16 @@ T8 stn_linear_dual_backward(const OptTensor& gy, const OptTensor& gyt, const Ten
     e.C = g.size(1);
     ScaleShiftGrads through_st(e, eps, st, V, mask[2], mask[7], mask[6] && brc.defined());
     const Tensor a = linear_response_backward(g, u, st, brc, mask[0] || mask[5], through_st, e);
-    if (mask[0]) dx = at::mm(a, Wr);
-    if (mask[1]) dxt = at::mm(g, Wg);
-    if (mask[3] && xtc.defined()) dWg = at::mm(g.t(), xtc);
-    if (mask[5]) dWr = at::mm(a.t(), x);
+    if (mask[0]) dx = dense_mm(a, Wr);
+    if (mask[1]) dxt = dense_mm(g, Wg);
+    if (mask[3] && xtc.defined()) dWg = dense_mm(g.t(), xtc);
+    if (mask[5]) dWr = dense_mm(a.t(), x);
     std::tie(deps, dV, dbr) = through_st.finish(eps, V);
   }
   if (present(gy)) {
     const Tensor& gp = *gy;
-    if (mask[0]) dx = dx.defined() ? dx.addmm_(gp, Wg) : at::mm(gp, Wg);
-    if (mask[3]) dWg = dWg.defined() ? dWg.addmm_(gp.t(), x) : at::mm(gp.t(), x);
+    if (mask[0]) dx = dense_mm(gp, Wg, dx);
+    if (mask[3]) dWg = dense_mm(gp.t(), x, dWg);
     if (mask[4] && has_bg) dbg = gp.sum(0);
   }
   const Tensor bg_like = has_bg ? x.new_empty({Wg.size(0)}) : Tensor();

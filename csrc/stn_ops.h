@@ -117,6 +117,15 @@ constexpr int64_t kDirectMaxH = 16;
 at::Tensor small_product_cpu(const at::Tensor& h, const at::Tensor& V);
 // The instruction set whose copy of the CPU loops runs: "avx512", "avx2" or "baseline".
 const char* cpu_isa_name();
+// The linear ops' weight GEMMs (small_gemm_cpu.cpp): an AVX-512 kernel on CPU for small batches (and, in
+// the backward, narrow layers), else ATen's. dense_mm: a·b (a may be any strided view), added in place into add_to when given;
+// linear_products: x·W_gᵀ, x·W_rᵀ and (when ẋ is given, else undefined) ẋ·W_gᵀ, as contiguous tensors.
+// small_gemm_enabled: whether the kernel can run (AVX-512 loops in use, FASTDSTN_SMALL_GEMM not 0).
+at::Tensor dense_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& add_to = at::Tensor());
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_products(const at::Tensor& x,
+                                                               const std::optional<at::Tensor>& xt,
+                                                               const at::Tensor& Wg, const at::Tensor& Wr);
+bool small_gemm_enabled();
 void dense_forward_cpu(const DenseForward& e);
 void dense_backward_cpu(const DenseBackward& e);
 void lstm_forward_cpu(const LstmForward& e);
@@ -132,7 +141,8 @@ void lstm_backward_cuda(const LstmBackward& e);
 void dropout_cuda(const Dropout& e);
 #endif
 
-// ---- Op bodies: device-generic (ATen GEMM/convolution + the epilogue of the tensors' device) ----
+// ---- Op bodies: device-generic (ATen GEMM/convolution or, for small linear batches on CPU, the
+// small-GEMM kernel, + the epilogue of the tensors' device) ----
 using Tensor = at::Tensor;
 using OptTensor = std::optional<Tensor>;
 using T3 = std::tuple<Tensor, Tensor, Tensor>;

@@ -32,6 +32,7 @@ Tensor = torch.Tensor
 AVAILABLE = False
 UNAVAILABLE_REASON = ""
 CPU_ISA: Optional[str] = None  # the instruction set of the CPU loops in use (avx512, avx2, baseline)
+SMALL_GEMM = False  # whether the linear ops' small-batch GEMM kernel runs (csrc/small_gemm_cpu.cpp)
 DEVICE_TYPES: Tuple[str, ...] = ("cpu",)
 
 _REBUILD = "reinstall with `pip install --no-build-isolation -e .` (FASTDSTN_NO_EXTENSIONS unset)"
@@ -81,6 +82,7 @@ else:
     else:
         AVAILABLE = True
         CPU_ISA = _C.cpu_isa()
+        SMALL_GEMM = _C.small_gemm()
 
 
 def cuda_registered() -> bool:
@@ -219,6 +221,15 @@ def _register_fakes() -> None:
     @reg("fastdstn::dropout_dual")
     def _(x, xt, rate, seed, batch_dim, shared_dims):
         return _new(x, *x.shape), (_new(x, *x.shape) if xt is not None else _new(x, 0))
+
+    @reg("fastdstn::_dense_mm")
+    def _(a, b):
+        return _new(a, a.shape[0], b.shape[1])
+
+    @reg("fastdstn::_linear_products")
+    def _(x, xt, Wg, Wr):
+        B, C = x.shape[0], Wg.shape[0]
+        return _new(x, B, C), _new(x, B, C), (_new(x, B, C) if xt is not None else _new(x, 0))
 
 
 if AVAILABLE:
