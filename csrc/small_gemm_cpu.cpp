@@ -3,12 +3,12 @@
 //
 // Why: at (B, in, out) = (32, 256, 256) MKL spends a large share of each product packing the 256 KB
 // weight into its panel layout (mkl_blas_def_sgemm_scopy_*, ~12% of the fused op's samples under perf)
-// and runs its Zen kernel at 82-88 GFLOP/s (x·W_gᵀ 51 µs, ∂ẏ·W_g 47 µs, 1 thread, this 2-core EPYC VM).
-// With a batch of a few dozen rows, broadcasting one matrix's scalars against 16-wide rows of the other
-// needs no packing, and the tiles below run at one 16-wide FMA per cycle: 36 µs per product stand-alone.
-// Through the op (1 thread, minimum of 1000 calls): the forward's three products 150 → 119 µs, ∂ẋ = ∂ẏ·W_g
-// 47 → 40 µs, ∂W_r = aᵀ·x 49 → 42 µs; the Δ-STN response step of the (32, 256, 256) layer went from 1.25-1.32x
-// to 1.5-1.6x faster than the reference backend at 1 thread (benchmarks/RESULTS_ops_cpp.md).
+// and runs its Zen kernel at 82-88 GFLOP/s. With a batch of a few dozen rows, broadcasting one matrix's
+// scalars against 16-wide rows of the other needs no packing, and the tiles below run at about one 16-wide
+// FMA per cycle. `python benchmarks/bench_cpu_env.py gemm` at batch 32, 256 → 256, 1 thread (minimum of
+// Python calls): the forward's three products 146 → 117 µs, ∂ẋ = ∂ẏ·W_g 46 → 38 µs, ∂W_r = aᵀ·x 47 → 41 µs;
+// the Δ-STN response step of that layer went from 1.25-1.32x to 1.48-1.63x faster than the reference
+// backend at 1 thread, 1.72-1.93x at 2 (`python benchmarks/bench_ops_cpp.py`, benchmarks/RESULTS_ops_cpp.md).
 //
 // One kernel, out(i, j) = Σ_l A(i, l)·Bm(l, j), up to three products per tile, serves the dense ops:
 //   x·Wᵀ   computed as its transpose W·xᵀ (A = W, Bm = xᵀ): the weight is read in its own layout, only
@@ -168,11 +168,11 @@ void rows(const Gemm<S>& g, int64_t i_begin, int64_t i_end) {
     for (int64_t j = 0; j < g.J; j += width) tile<S, NP, 1, JV>(g, i, j);
 }
 
-// xT (K × B, row-major) = x (B × K, any strides). ATen's x.t().contiguous() took 9.5 µs for a 32 × 256 float
-// x (1 thread), a fifth of the product it feeds; a scalar loop 2.4 µs; whole 16 × 16 (float) or 8 × 8 (double)
-// blocks in registers ~0.6 µs. Block transpose: for d = 1, 2, 4, 8, rows i and i + d (bit d of i clear)
-// exchange the elements whose column has bit d set in row i and clear in row i + d, i.e. every element
-// (r, c) with bit d of r and c different moves to (r ^ d, c ^ d); after all d it sits at (c, r).
+// xT (K × B, row-major) = x (B × K, any strides). Whole 16 × 16 (float) or 8 × 8 (double) blocks go through
+// registers: ATen's x.t().contiguous() and a scalar loop each cost a sizeable fraction of the product they
+// feed (numbers in RESULTS_ops_cpp.md, session 4). Block transpose: for d = 1, 2, 4, 8, rows i and i + d
+// (bit d of i clear) exchange the elements whose column has bit d set in row i and clear in row i + d, i.e.
+// every element (r, c) with bit d of r and c different moves to (r ^ d, c ^ d); after all d it sits at (c, r).
 template <class S, int d>
 struct TransposeStage {
   using W = Wide<S>;
@@ -233,8 +233,8 @@ constexpr int64_t kGrainMultiplyAdds = 1 << 20;
 
 template <class S, int NP, int JV>
 void run_tiles(const Gemm<S>& g) {
-  // 4 × 4 rather than 6 × 4 for one product: 36 against 40 µs for 32 × 256 · 256 × 256 (the 6-row
-  // tiles leave 2 rows of 32 to single-row tiles).
+  // 4 × 4 rather than 6 × 4 for one product: at the usual batch of 32, 6-row tiles would leave 2 rows to
+  // single-row tiles.
   constexpr int IR = NP == 1 && JV == 4 ? 4 : 24 / (NP * JV);
   const int64_t blocks = (g.I + IR - 1) / IR;
   const int64_t block_work = std::max<int64_t>(1, NP * IR * g.J * g.L);
@@ -338,8 +338,7 @@ T3 linear_products(const Tensor& x, const OptTensor& xt, const Tensor& Wg, const
   if (C > 0 && K > 0 && takes({&x, tangent ? &*xt : &x, &Wg, &Wr}, B, K * B)) {
     // The transposed products W·xᵀ (C × B), so that the weights are read in their own layout (each
     // element once: B ≤ 64 fits one tile); the small xᵀ goes in, and the outputs come out, through block
-    // transposes. Writing the output tiles back transposed lane by lane instead cost 11 µs of 119 at
-    // 32 × 256 × 256.
+    // transposes (writing the output tiles back transposed lane by lane was slower: RESULTS_ops_cpp.md).
     const int64_t n_in = tangent ? 2 : 1, n_out = tangent ? 3 : 2;
     const Tensor scratch = at::empty({n_in * K * B + n_out * C * B}, x.options());
     Tensor y = at::empty({B, C}, x.options()), u = at::empty({B, C}, x.options());
