@@ -5,12 +5,12 @@
 // kernel instead of ATen on CPU for batches of at most 64 rows (and, in the backward, layers at most 64 wide).
 //
 // GEMM plan (linear). Forward: z_g = x·W_gᵀ, z_r = x·W_rᵀ, w = ẋ·W_gᵀ and the small [s|t] = ε·Vᵀ, then
-// the epilogue writes y and ẏ in place over z_g and w (the small-batch kernel computes the three products
-// in one pass, sharing each load of xᵀ and each broadcast of W_g). Stacking [W_g; W_r] along N would need a copy
-// of both weight matrices on every call (they are separate parameters), which costs more than it
-// saves on 2 cores (8 MB per call at 1024x1024); sharing x between two GEMM calls costs nothing. The
-// backward accumulates into one output with beta = 1 (addmm_) instead of concatenating cotangents
-// along K, which would copy activations: e.g. ∂x = ∂y·W_g + (s⊙∂ẏ)·W_r is mm + addmm_.
+// the epilogue writes y and ẏ in place over z_g and w (the small-batch kernel computes the three
+// products in one pass, sharing each load of xᵀ and each broadcast of W_g). Stacking [W_g; W_r] along N
+// would need a copy of both weight matrices on every call (they are separate parameters), which costs
+// more than it saves on 2 cores (8 MB per call at 1024x1024); sharing x between two GEMM calls costs
+// nothing. The backward accumulates into one output with beta = 1 (addmm_) instead of concatenating
+// cotangents along K, which would copy activations: e.g. ∂x = ∂y·W_g + (s⊙∂ẏ)·W_r is mm + addmm_.
 // Conv: the forward's two convolutions are one convolution over [W_g; W_r] stacked along the output
 // channels (per group) on CUDA, two on CPU (conv_forward says why); the backward stacks the cotangents
 // [∂z_g | ∂z_r] in the epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.

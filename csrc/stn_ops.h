@@ -118,12 +118,12 @@ at::Tensor small_product_cpu(const at::Tensor& h, const at::Tensor& V);
 // The instruction set whose copy of the CPU loops runs: "avx512", "avx2" or "baseline".
 const char* cpu_isa_name();
 // The linear ops' weight GEMMs (small_gemm_cpu.cpp): an AVX-512 kernel on CPU for small batches (and, in
-// the backward, narrow layers), else ATen's. dense_mm: a·b (a may be any strided view), added in place into add_to when given;
-// linear_products: x·W_gᵀ, x·W_rᵀ and (when ẋ is given, else undefined) ẋ·W_gᵀ, as contiguous tensors.
-// small_gemm_enabled: whether the kernel can run (AVX-512 loops in use, FASTDSTN_SMALL_GEMM not 0).
+// the backward, narrow layers), else ATen's. dense_mm: a·b (a may be any strided view), added in place
+// into add_to when given; linear_products: x·W_gᵀ, x·W_rᵀ and (when ẋ is given, else undefined)
+// ẋ·W_gᵀ, as contiguous tensors. small_gemm_enabled: whether the kernel can run (AVX-512 loops in use,
+// FASTDSTN_SMALL_GEMM not 0).
 at::Tensor dense_mm(const at::Tensor& a, const at::Tensor& b, const at::Tensor& add_to = at::Tensor());
-std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_products(const at::Tensor& x,
-                                                               const std::optional<at::Tensor>& xt,
+std::tuple<at::Tensor, at::Tensor, at::Tensor> linear_products(const at::Tensor& x, const std::optional<at::Tensor>& xt,
                                                                const at::Tensor& Wg, const at::Tensor& Wr);
 bool small_gemm_enabled();
 void dense_forward_cpu(const DenseForward& e);

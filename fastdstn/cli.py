@@ -162,7 +162,7 @@ def _info(_args) -> int:
     if cpp.CPU_ISA:
         print(f"cpu loops    {cpp.CPU_ISA} (the widest build this CPU runs; FASTDSTN_CPU_ISA=baseline|avx2 caps it)")
         if cpp.SMALL_GEMM:
-            print("linear GEMMs AVX-512 kernel for batches (or widths) <= 64, else ATen (FASTDSTN_SMALL_GEMM=0: ATen only)")
+            print("linear GEMMs AVX-512 kernel for batches (or widths) <= 64, else ATen (FASTDSTN_SMALL_GEMM=0: ATen)")
         else:
             print("linear GEMMs ATen (the small-batch kernel needs the AVX-512 loops and FASTDSTN_SMALL_GEMM != 0)")
     path = os.path.join(os.path.dirname(__file__), "_build_info.json")
