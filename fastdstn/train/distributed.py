@@ -63,8 +63,13 @@ class World:
         dist.all_gather_object(out, obj)
         return out
 
-    def close(self) -> None:
+    def close(self, clean_exit: bool = True) -> None:
+        """Leaves the process group this module joined. On a clean exit the ranks first meet at a barrier, so
+        that none tears its connections down while a peer is still finishing (rank 0 writes the run directory
+        last); after an error a barrier could wait for a rank that is gone, so there is none."""
         if self.owns_group and dist.is_initialized():
+            if clean_exit:
+                dist.barrier()
             dist.destroy_process_group()
 
 

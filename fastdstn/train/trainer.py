@@ -475,6 +475,7 @@ class Trainer:
                               + f"model {self.config.model.name} with {len(self.names)} hyperparameters"
                               + (f"; resuming at epoch {self.position.epoch + 1}, batch {self.position.batch}"
                                  if resume else ""))
+        clean_exit = False
         try:
             with self._signals():
                 while self.position.epoch < self.config.train.epochs and not self.position.stopped_early:
@@ -482,14 +483,17 @@ class Trainer:
                     self._run_epoch()
                     self._end_epoch(started)
                     if self.out_dir is not None and self.world.any(self._signal is not None):
+                        clean_exit = True  # world.any is collective: every rank stops here, together
                         raise Interrupted(self._signal or "a signal on another rank",
                                           self._path("checkpoints", "last.ckpt"))
-            return self._finish()
+            summary = self._finish()
+            clean_exit = True
+            return summary
         finally:
             self.progress.close()
             if self.records:
                 self.records.close()
-            self.world.close()
+            self.world.close(clean_exit)
 
     def op_backend(self) -> str:
         """Which fastdstn.ops implementation the STN layers run on this device (reference, cpp, triton)."""
