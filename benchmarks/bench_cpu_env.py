@@ -7,8 +7,9 @@
 
 Times are the minimum (isa, gemm) or median (malloc, stacking) of repeated calls at 1 thread (isa; gemm also at
 2) or torch's default threads, in milliseconds or microseconds as labelled. Each setting runs in its own process
-because the instruction set, the allocator and the GEMM kernel's mode are fixed once per process (gemm runs with
-FASTDSTN_SMALL_GEMM=any, so that the kernel also takes the sizes its limits give to ATen). These produced the
+because the instruction set, the allocator and the GEMM kernel's mode are fixed once per process (gemm times the
+same op calls with FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits
+give to ATen). These produced the
 numbers quoted in csrc/epilogue_cpu.cpp, csrc/small_gemm_cpu.cpp, csrc/stn_dense.cpp,
 fastdstn/train/allocator.py and benchmarks/RESULTS_ops_cpp.md.
 """
@@ -108,36 +109,36 @@ def stacking_case() -> dict:
 
 
 def gemm_case(quick: bool = False) -> dict:
-    """Kernel against torch.mm (ATen's MKL) on the same inputs, interleaved, for the linear ops' three kinds of
-    product: the forward's x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ; ∂ẋ = g·W_g; ∂W_r = aᵀ·x. Reported: torch.mm's time / the
-    kernel's, then both minimums in µs (each a Python call of the op or of torch.mm)."""
+    """The linear ops' three kinds of product through their test ops, each one C++ call from Python: the
+    forward's x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ (fastdstn::_linear_products); ∂ẋ = g·W_g and ∂W_r = aᵀ·x
+    (fastdstn::_dense_mm). Minimum µs of repeated calls; whether the kernel or ATen ran is this process's
+    FASTDSTN_SMALL_GEMM."""
     import torch
 
-    from fastdstn.ops import cpp
+    from fastdstn.ops import cpp  # noqa: F401  (loads fastdstn._C: the test ops)
     from fastdstn.train.allocator import keep_freed_memory
 
     keep_freed_memory()
     ops = torch.ops.fastdstn
-    out = {"kernel": cpp.SMALL_GEMM}
+    out = {}
     for threads in (1,) if quick else (1, 2):
         torch.set_num_threads(threads)
         for B in (32,) if quick else (8, 32, 64, 128, 256):
             for n_in, n_out in ((256, 256),) if quick else ((256, 256), (784, 1200), (1024, 1024), (1200, 10)):
                 x, xt, g = torch.randn(B, n_in), torch.randn(B, n_in), torch.randn(B, n_out)
                 Wg, Wr = torch.randn(n_out, n_in), torch.randn(n_out, n_in)
-                pairs = {"forward": (lambda: (torch.mm(x, Wg.t()), torch.mm(x, Wr.t()), torch.mm(xt, Wg.t())),
-                                     lambda: ops._linear_products(x, xt, Wg, Wr)),
-                         "g·W": (lambda: torch.mm(g, Wg), lambda: ops._dense_mm(g, Wg)),
-                         "aᵀ·x": (lambda: torch.mm(g.t(), x), lambda: ops._dense_mm(g.t(), x))}
-                n = max(5, min(200, int(2e8 / (B * n_in * n_out))))
-                for name, (aten, kernel) in pairs.items():
-                    best = {"mm": float("inf"), "kernel": float("inf")}
-                    for _ in range(3):  # interleaved rounds
-                        best["mm"] = min(best["mm"], _best_us(aten, n))
-                        best["kernel"] = min(best["kernel"], _best_us(kernel, n))
-                    out[f"{threads}t B={B} {n_in}->{n_out} {name}: mm / kernel"] = (
-                        f"{best['mm'] / best['kernel']:.3f} ({best['mm']:.1f} / {best['kernel']:.1f} µs)")
+                products = {"forward": lambda: ops._linear_products(x, xt, Wg, Wr),
+                            "g·W": lambda: ops._dense_mm(g, Wg), "aᵀ·x": lambda: ops._dense_mm(g.t(), x)}
+                n = max(15, min(600, int(6e8 / (B * n_in * n_out))))
+                for name, call in products.items():
+                    out[f"{threads}t B={B} {n_in}->{n_out} {name}"] = _best_us(call, n)
     return out
+
+
+def gemm_comparison(aten: dict, kernel: dict) -> dict:
+    """ATen's time / the kernel's for every product both processes timed."""
+    return {f"{key}: ATen / kernel": f"{aten[key] / kernel[key]:.3f} ({aten[key]:.1f} / {kernel[key]:.1f} µs)"
+            for key in aten}
 
 
 CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "gemm": gemm_case}
@@ -160,11 +161,14 @@ def main() -> None:
         return
     settings = {"isa": [{"FASTDSTN_CPU_ISA": v} for v in ("baseline", "avx2", "widest")],
                 "malloc": [{"FASTDSTN_KEEP_FREED_MEMORY": v} for v in ("0", "1")],
-                "stacking": [{}], "gemm": [{"FASTDSTN_SMALL_GEMM": "any"}]}[args.part]
+                "stacking": [{}]}.get(args.part)
+    if args.part == "gemm":  # ATen (kernel off) and the kernel (FASTDSTN_SMALL_GEMM=any: every size) in turn
+        aten, kernel = (_in_subprocess("gemm", {"FASTDSTN_SMALL_GEMM": mode}, args.quick) for mode in ("0", "any"))
+        print("\n".join(f"{k}: {v}" for k, v in gemm_comparison(aten, kernel).items()), flush=True)
+        return
     for env in settings:
         result = _in_subprocess(args.part, env, args.quick)
-        sep = "\n" if args.part == "gemm" else ", "
-        print(sep.join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()),
+        print(", ".join(f"{k}: {v:.3f}" if isinstance(v, float) else f"{k}: {v}" for k, v in result.items()),
               flush=True)
 
 

@@ -5,8 +5,8 @@
 // weight into its panel layout (mkl_blas_def_sgemm_scopy_*, ~12% of the fused op's samples under perf)
 // and runs its Zen kernel at 82-88 GFLOP/s. With a batch of a few dozen rows, broadcasting one matrix's
 // scalars against 16-wide rows of the other needs no packing, and the tiles below run at about one 16-wide
-// FMA per cycle. `python benchmarks/bench_cpu_env.py gemm` at batch 32, 256 → 256, 1 thread (minimum of
-// Python calls): the forward's three products 146 → 117 µs, ∂ẋ = ∂ẏ·W_g 46 → 38 µs, ∂W_r = aᵀ·x 47 → 41 µs;
+// FMA per cycle. `python benchmarks/bench_cpu_env.py gemm --quick` (batch 32, 256 → 256, 1 thread, minimum of
+// calls, ATen → kernel): the forward's three products 146 → 117 µs, ∂ẋ = ∂ẏ·W_g 48 → 38, ∂W_r = aᵀ·x 49 → 41;
 // the Δ-STN response step of that layer went from 1.25-1.32x to 1.48-1.63x faster than the reference
 // backend at 1 thread, 1.72-1.93x at 2 (`python benchmarks/bench_ops_cpp.py`, benchmarks/RESULTS_ops_cpp.md).
 //
@@ -290,12 +290,12 @@ namespace {
 // Which products the kernel takes: floating CPU tensors with a dimension of at most kMaxBatch: the batch
 // of the forward; for the backward products the batch or the layer's width (a 10-way output layer's ∂x and
 // ∂W take it at any batch, which the table's 10-output rows measure).
-// `python benchmarks/bench_cpu_env.py gemm` (FASTDSTN_SMALL_GEMM=any; torch.mm's time / the kernel's, 1 and
-// 2 threads, batches 8-256, weights 10 × 1200 to 1024 × 1024; table in benchmarks/RESULTS_ops_cpp.md), at
-// batches ≤ 64: ∂ẋ = g·W 1.10-3.1x, ∂W = aᵀ·x 0.90-2.5x (one case below 1), the forward's three products
-// 0.84-2.6x (4 of 24 below 1: batch 8 at 1 thread, the 10-output layer on 2 threads). At 128 and 256
-// rows the forward fell below 1 in 5 of 16 cases (to 0.86x): MKL's packing pays back there. The operand
-// every tile re-reads (W for g·W, xᵀ or x otherwise) was at most 1024 × 1024, which kMaxRereadElements keeps.
+// `python benchmarks/bench_cpu_env.py gemm` (ATen's time / the kernel's for the same op calls, 1 and 2
+// threads, batches 8-256, weights 10 × 1200 to 1024 × 1024; table in benchmarks/RESULTS_ops_cpp.md), at
+// batches ≤ 64: ∂ẋ = g·W 1.15-3.0x, ∂W = aᵀ·x 1.00-2.5x, the forward's three products 0.87-2.6x (3 of 24
+// below 1: batch 8 at 1 thread, the 10-output layer at batch 64 on 2 threads). At 128 and 256 rows the
+// forward fell below 1 in 9 of 16 cases (to 0.87x): MKL's packing pays back there. The operand every tile
+// re-reads (W for g·W, xᵀ or x otherwise) was at most 1024 × 1024, which kMaxRereadElements keeps.
 constexpr int64_t kMaxBatch = 64;
 constexpr int64_t kMaxRereadElements = 1 << 20;
 
