@@ -1,10 +1,12 @@
 """Shared helpers for the Triton kernel tests.
 
-Tolerances are derived, not guessed (flash-attention's rule): a kernel's error against a float64
-reference may be at most twice PyTorch's own error in the kernel's dtype on the same inputs, plus a floor
-of a few ulps of the result's magnitude (PyTorch's error can be 0 by luck on tiny reductions).
+Accuracy follows tests/accuracy.py: each element of a kernel's result lies within γ_n times its magnitude
+(Σ|terms|, the reference on absolute values) of the float64 reference, n the op's reduction lengths plus its
+elementwise roundings (the terms functions below); half-precision storage adds a few units of its roundoff.
 """
 import torch
+
+from accuracy import assert_within_bound, magnitude, scale_of
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 # Under the interpreter wrap_triton launches eagerly instead of tracing, so opcheck's AOT-dispatch test
@@ -13,32 +15,14 @@ OPCHECK_UTILS = (("test_schema", "test_autograd_registration", "test_faketensor"
                  if DEVICE == "cuda" else ("test_schema", "test_autograd_registration", "test_faketensor"))
 
 
-def _flat(values):
-    if isinstance(values, torch.Tensor) or values is None:
-        return [values]
-    out = []
-    for v in values:
-        out.extend(_flat(v))
-    return out
-
-
-def assert_matches(name, got, ref32, ref64, floor_ulps=64.0, dtype=torch.float32):
-    """got/ref32/ref64: tensors or (nested) sequences of tensors/None, compared pairwise. ref32 is PyTorch's
-    computation in the kernel's dtype (float32 unless `dtype` says otherwise), ref64 the float64 truth."""
-    for i, (g, r32, r64) in enumerate(zip(_flat(got), _flat(ref32), _flat(ref64))):
-        if r64 is None:
-            # The reference leaves an unused parameter's gradient None; a fused backward may return zeros.
-            assert g is None or not g.detach().abs().max().item(), f"{name}[{i}]: expected None or zeros"
-            continue
-        assert g is not None, f"{name}[{i}]: expected a tensor, received None"
-        assert g.shape == r64.shape, f"{name}[{i}]: shape {tuple(g.shape)} != {tuple(r64.shape)}"
-        g, r32, r64 = g.detach().double().cpu(), r32.detach().double().cpu(), r64.detach().double().cpu()
-        torch_err = (r32 - r64).abs().max().item() if r64.numel() else 0.0
-        err = (g - r64).abs().max().item() if r64.numel() else 0.0
-        scale = r64.abs().max().item() if r64.numel() else 0.0
-        tol = 2 * torch_err + floor_ulps * torch.finfo(dtype).eps * max(scale, 1.0)
-        print(f"{name}[{i}]: max |err| {err:.3g} (torch fp32 {torch_err:.3g}, tol {tol:.3g}, scale {scale:.3g})")
-        assert err <= tol, f"{name}[{i}]: max |err| {err:.3g} > tol {tol:.3g} (torch fp32 error {torch_err:.3g})"
+def expected(reference_fn, args, cotangents=None):
+    """(float64 truth, magnitude) for a kernel check (tests/accuracy.py): reference_fn's outputs on the
+    arguments in float64 and their magnitudes, or, with `cotangents` (paired with the outputs by position; a None
+    takes no part), the gradients of Σ output·cotangent w.r.t. the arguments that require grad (None for the others)."""
+    a64 = to64(args)
+    if cotangents is None:
+        return reference_fn(*a64), magnitude(reference_fn, args)
+    return grads(_listed(reference_fn(*a64)), cotangents, a64), magnitude(reference_fn, args, cotangents)
 
 
 def make(shape, requires_grad=True, dtype=torch.float32):
@@ -50,9 +34,30 @@ def to64(tensors):
 
 
 def grads(outputs, cotangents, inputs):
-    """d(Σ outputs·cotangents)/d(inputs), None for inputs that do not require grad."""
-    pairs = [(o, c) for o, c in zip(outputs, cotangents) if o is not None]
+    """d(Σ outputs·cotangents)/d(inputs), None for inputs that do not require grad (a None output or
+    cotangent takes no part)."""
+    pairs = [(o, c) for o, c in zip(outputs, cotangents) if o is not None and c is not None]
     loss = sum((o * c.to(o.dtype)).sum() for o, c in pairs)
     wanted = [t for t in inputs if t is not None and t.requires_grad]
     got = iter(torch.autograd.grad(loss, wanted, allow_unused=True))
     return [next(got) if (t is not None and t.requires_grad) else None for t in inputs]
+
+
+def check(name, kernel_fn, reference_fn, args, n, pointwise=False, rounding=0.0):
+    """The kernel's outputs, then its input gradients for a random cotangent, against the float64 reference
+    within the bound (`rounding`: roundings to narrower formats, see accuracy.roundings). Returns the kernel's
+    outputs."""
+    got = kernel_fn(*args)
+    outputs = list(got) if isinstance(got, (tuple, list)) else [got]
+    exact, mag = expected(reference_fn, args)
+    assert_within_bound(name + " fwd", outputs, exact, scale_of(_listed(exact)) if pointwise else mag, n,
+                        rounding=rounding)
+    cot = [None if o is None else torch.randn_like(o) for o in outputs]
+    exact_grads, mag_grads = expected(reference_fn, args, cot)
+    assert_within_bound(name + " bwd", grads(outputs, cot, args), exact_grads,
+                        scale_of(exact_grads) if pointwise else mag_grads, n, rounding=rounding)
+    return got
+
+
+def _listed(values):
+    return list(values) if isinstance(values, (tuple, list)) else [values]

@@ -7,7 +7,8 @@ import torch
 import fastdstn.kernels as K
 from fastdstn.ops import reference as R
 
-from kernel_checks import DEVICE, assert_matches, grads, to64
+from accuracy import dense_terms, roundings, tf32_roundings
+from kernel_checks import DEVICE, check
 
 pytestmark = pytest.mark.skipif(DEVICE != "cuda", reason="benchmark shapes run on a GPU only")
 
@@ -19,17 +20,21 @@ def _inputs(shapes, dtype):
     return [None if s is None else torch.randn(s, device=DEVICE).to(dtype).requires_grad_() for s in shapes]
 
 
+def _rounding(dtype, kinds):
+    """bf16: up to 8 roundings to bf16 along a chain (outputs, saved and formed products); float32: TF32 operands
+    where torch's flags allow them for the products `kinds` ("matmul", "conv") that the op runs."""
+    if dtype == torch.bfloat16:
+        return roundings(8, dtype)
+    return sum(tf32_roundings(kind, DEVICE) for kind in kinds)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("B,I,O", LINEAR)
 def test_linear_dual_benchmark_shapes(B, I, O, dtype):
     H = 6
     args = _inputs([(B, I), (B, I), (B, H), (O, I), (O,), (O, I), (O,), (2 * O, H)], dtype)
-    got, ref, a64 = K.stn_linear_dual(*args), R.stn_linear_dual(*args), to64(args)
-    ref64 = R.stn_linear_dual(*a64)
-    assert_matches("dual fwd", got, ref, ref64, floor_ulps=8, dtype=dtype)
-    cot = [torch.randn_like(ref[0]), torch.randn_like(ref[1])]
-    assert_matches("dual bwd", grads(got, cot, args), grads(ref, cot, args), grads(ref64, cot, a64), floor_ulps=8,
-                   dtype=dtype)
+    check("dual", K.stn_linear_dual, R.stn_linear_dual, args, dense_terms(args[0], args[3], args[7]),
+          rounding=_rounding(dtype, ("matmul",)))
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -39,9 +44,5 @@ def test_conv_dual_benchmark_shapes(B, Ci, Co, S, k, p, with_xt, dtype):
     args = _inputs([(B, Ci, S, S), (B, Ci, S, S) if with_xt else None, (B, H), (Co, Ci, k, k), (Co,),
                     (Co, Ci, k, k), (Co,), (2 * Co, H)], dtype)
     geo = ((1, 1), (p, p), (1, 1), 1)
-    got, ref, a64 = K.stn_conv2d_dual(*args, *geo), R.stn_conv2d_dual(*args, *geo), to64(args)
-    ref64 = R.stn_conv2d_dual(*a64, *geo)
-    assert_matches("conv dual fwd", got, ref, ref64, floor_ulps=8, dtype=dtype)
-    cot = [torch.randn_like(ref[0]), torch.randn_like(ref[1])]
-    assert_matches("conv dual bwd", grads(got, cot, args), grads(ref, cot, args), grads(ref64, cot, a64),
-                   floor_ulps=8, dtype=dtype)
+    check("conv dual", lambda *a: K.stn_conv2d_dual(*a, *geo), lambda *a: R.stn_conv2d_dual(*a, *geo), args,
+          dense_terms(args[0], args[3], args[7], geo), rounding=_rounding(dtype, ("matmul", "conv")))

@@ -5,7 +5,8 @@ import torch
 import fastdstn.kernels as K
 from fastdstn.ops import reference as R
 
-from kernel_checks import DEVICE, OPCHECK_UTILS, assert_matches, grads, make, to64
+from accuracy import LSTM_TERMS
+from kernel_checks import DEVICE, OPCHECK_UTILS, check, grads, make
 
 
 def scale_of(y, x):
@@ -103,15 +104,7 @@ def test_lstm_cell_dual(rows, hidden, with_gt, with_ct):
     gates, c = make((rows, 4 * hidden)), make((rows, hidden))
     gates_t = make((rows, 4 * hidden)) if with_gt else None
     c_t = make((rows, hidden)) if with_ct else None
-    args = [gates, gates_t, c, c_t]
-    got, ref32, a64 = K.lstm_cell_dual(*args), R.lstm_cell_dual(*args), to64(args)
-    ref64 = R.lstm_cell_dual(*a64)
-    assert_matches("lstm fwd", got, ref32, ref64)
-    cot = [None if o is None else torch.randn_like(o) for o in ref32]
-    used = [(o, c_) for o, c_ in zip(got, cot) if o is not None]
-    assert_matches("lstm bwd", grads([o for o, _ in used], [c_ for _, c_ in used], args),
-                   grads([o for o in ref32 if o is not None], [c_ for c_ in cot if c_ is not None], args),
-                   grads([o for o in ref64 if o is not None], [c_ for c_ in cot if c_ is not None], a64))
+    check("lstm", K.lstm_cell_dual, R.lstm_cell_dual, [gates, gates_t, c, c_t], LSTM_TERMS, pointwise=True)
 
 
 def test_lstm_opcheck():

@@ -1,8 +1,8 @@
 """The linear ops' small-batch GEMM kernel (csrc/small_gemm_cpu.cpp), through its two test ops:
 fastdstn::_dense_mm (a·b, a any strided view) and fastdstn::_linear_products (x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ).
 
-Against torch.mm: float64 to rounding, float32 within 2x torch.mm's own float32 error against float64
-(flash-attention's rule) at sizes off the vector width, with strided and transposed operands, on both
+Against the float64 product, within the forward-error bound of a length-L dot product (tests/accuracy.py),
+in float32 and float64, at sizes off the vector width, with strided and transposed operands, on both
 sides of the size limits (64-row batches take the kernel, 65 rows go to ATen). Where the kernel cannot
 run (no AVX-512, FASTDSTN_SMALL_GEMM=0) the same tests check the ATen path."""
 import os
@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 
+from accuracy import assert_within_bound
 from fastdstn.ops import cpp
 
 pytestmark = pytest.mark.skipif(not cpp.AVAILABLE, reason="compiled ops unavailable")
@@ -23,14 +24,9 @@ SHAPES = [(1, 1, 1), (7, 5, 3), (33, 77, 129), (24, 3, 48), (13, 16, 16), (5, 30
 
 
 def _close(result, a, b, expected64):
-    """result within 2x torch.mm's float32 error (float64: rounding) of the float64 product."""
-    if result.dtype == torch.float64:
-        torch.testing.assert_close(result, expected64, rtol=1e-12, atol=1e-12)
-        return
-    mm_error = (torch.mm(a, b).double() - expected64).abs().max().item()
-    scale = expected64.abs().max().item() if expected64.numel() else 0.0
-    limit = 2 * mm_error + 4 * torch.finfo(torch.float32).eps * scale
-    assert (result.double() - expected64).abs().max().item() <= limit
+    """result within γ_L·(|a|·|b|) of the float64 product, element by element (L: the inner length)."""
+    assert_within_bound("product", result, expected64, a.double().abs() @ b.double().abs(), a.shape[1],
+                        accumulate=result.dtype)
 
 
 def test_kernel_runs_where_it_should():
