@@ -57,8 +57,9 @@ from .rundir import RunDirectory, RunDirectoryError
 from .setup import apply_hyper_overrides, build_model, loss_function, make_augment, resolve_device
 
 CHECKPOINT_FORMAT = 2    # 2: per-rank generator states and positions under "ranks"
-# Config keys a resumed run may change: how long it runs and where, nothing that changes the arithmetic.
-RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.log_every"}
+# Config keys a resumed run may change: how long it runs and where, and whether it skips non-finite updates
+# (resuming a diverged run with train.skip_nonfinite), nothing that changes the arithmetic of a finite step.
+RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.log_every", "train.skip_nonfinite"}
 METRIC = {"classification": "acc", "regression": "rmse", "language": "ppl"}
 EXTRA_STATE = "_extra_state"    # the suffix of a module's get_extra_state() entry in a state_dict
 # What to lower when a sub-step's update is not finite.

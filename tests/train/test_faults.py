@@ -76,6 +76,15 @@ def test_divergence_in_any_sub_step_stops_the_run_naming_it_and_saves_nothing_no
     assert checkpoint.load(str(out / "checkpoints" / "last.ckpt"))["ranks"][0]["position"]["epoch"] == 1
 
 
+def test_a_diverged_run_resumes_with_skip_nonfinite(tmp_path):
+    out = tmp_path / "run"
+    with pytest.raises(Diverged):
+        PoisonAt(tiny_config(), str(out), progress=False).fit()
+    trainer = PoisonAt(tiny_config(train={"skip_nonfinite": 1}), str(out), progress=False)
+    assert trainer.fit(resume=True)["skipped_updates"] == 1 and trainer.position.epoch == 2
+    finite_everywhere(out)
+
+
 def test_weights_that_overflow_at_an_epoch_end_are_never_saved(tmp_path):
     class Overflows(Trainer):
         def _train_step(self, x, y):
