@@ -36,7 +36,7 @@ data:
 	fi
 
 run: install data
-	$(PY) -m fastdstn train fmnist-quick --out runs/fmnist-quick $(RUN_ARGS)
+	$(PY) -m fastdstn train fmnist-quick --out runs/fmnist-quick --overwrite $(RUN_ARGS)
 
 # Compile the CUDA extension too (no GPU needed); the ptxas register/spill report lands in build-cuda.log.
 cuda-build: $(VENV)/.torch

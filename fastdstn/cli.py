@@ -3,10 +3,15 @@
     fastdstn train fmnist-quick --out runs/fmnist-quick
     fastdstn train my.toml --mode centered --epochs 20 --set train.lr=0.05 --set hypers.dropout_in.init=0.1
     fastdstn train --out runs/fmnist-quick --resume
+    fastdstn train fmnist-quick --out runs/fmnist-quick --overwrite
     fastdstn tune uci-linear --method tpe --trials 30 --budget-seconds 600
     fastdstn replay runs/fmnist-quick
     fastdstn plot runs/fmnist-quick
     fastdstn info
+
+Every error is one line on stderr and an exit status (docs/RUNS.md): 2 a configuration or argument, 3 the run
+directory or its checkpoint, 4 divergence, 5 a file that cannot be read or written, 130 an interrupt; 1 an
+unexpected error. --debug shows the traceback instead.
 """
 from __future__ import annotations
 
@@ -15,31 +20,40 @@ import json
 import os
 import platform
 import sys
-from typing import List, Optional
+from typing import List, Optional, Tuple
 
 from . import config as cfg
 
-EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_DIVERGED, EXIT_INTERRUPTED = 2, 3, 4, 130
+EXIT_INTERNAL, EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_DIVERGED, EXIT_FILES, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdstn", description="Self-Tuning Networks: train, tune, replay, plot.")
+    debug = dict(action="store_true", help="on an error, show the Python traceback")
+    parser.add_argument("--debug", **debug)
+    common = argparse.ArgumentParser(add_help=False)    # --debug also after the command (SUPPRESS: keep the above)
+    common.add_argument("--debug", default=argparse.SUPPRESS, **debug)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train a preset or a config file (TOML or YAML)")
+    def add(name: str, **kwargs) -> argparse.ArgumentParser:
+        return sub.add_parser(name, parents=[common], **kwargs)
+
+    train = add("train", help="train a preset or a config file (TOML or YAML)")
     train.add_argument("source", nargs="?", help=f"preset ({', '.join(cfg.presets())}) or config file; "
                                                  f"with --resume it may be omitted")
     train.add_argument("--mode", choices=cfg.MODES, help="delta (default), centered, stn or fixed")
-    train.add_argument("--epochs", type=int)
+    train.add_argument("--epochs", type=int, help="epochs in all (with --resume: the total to reach)")
     train.add_argument("--device", choices=("auto", "cpu", "cuda"))
     train.add_argument("--seed", type=int)
     train.add_argument("--out", help="run directory (default runs/NAME)")
-    train.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last.ckpt")
+    train.add_argument("--resume", action="store_true", help="continue the run in OUT from its last checkpoint")
+    train.add_argument("--overwrite", action="store_true", help="replace the run in OUT (a non-empty OUT is "
+                                                                "refused without --resume or --overwrite)")
     train.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                        help="override a config key, e.g. train.lr=0.05 or data.train_size=2000 (repeatable)")
     train.add_argument("--no-progress", action="store_true", help="no progress bars (one line per epoch only)")
 
-    tune = sub.add_parser("tune", help="black-box baseline: Optuna search over the preset's hyperparameters")
+    tune = add("tune", help="black-box baseline: Optuna search over the preset's hyperparameters")
     tune.add_argument("source", help="preset or config file whose space is searched")
     tune.add_argument("--method", choices=("random", "tpe", "gp"), default="tpe")
     tune.add_argument("--trials", type=int, default=20, help="trials in all (a resumed study counts those done)")
@@ -49,19 +63,20 @@ def _parser() -> argparse.ArgumentParser:
     tune.add_argument("--out", help="study directory (default runs/NAME-tune-METHOD); rerun to resume")
     tune.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
 
-    replay = sub.add_parser("replay", help="plain training that follows a run's recorded schedule")
+    replay = add("replay", help="plain training that follows a run's recorded schedule")
     replay.add_argument("run_dir")
     replay.add_argument("--out", help="output directory (default RUN_DIR/replay)")
     replay.add_argument("--epochs", type=int, help="default: the epochs the run completed")
     replay.add_argument("--device", choices=("auto", "cpu", "cuda"))
+    replay.add_argument("--overwrite", action="store_true", help="replace an earlier replay in OUT")
     replay.add_argument("--no-progress", action="store_true")
 
-    plot = sub.add_parser("plot", help="write RUN_DIR/schedule.png (schedule and loss curves)")
+    plot = add("plot", help="write RUN_DIR/schedule.png (schedule and loss curves)")
     plot.add_argument("run_dir")
     plot.add_argument("--out", help="PNG path (default RUN_DIR/schedule.png)")
 
-    sub.add_parser("info", help="versions, op backends and build metadata")
-    sub.add_parser("presets", help="list the presets")
+    add("info", help="versions, op backends and build metadata")
+    add("presets", help="list the presets")
     return parser
 
 
@@ -97,7 +112,7 @@ def _train(args) -> int:
         config = cfg.load(args.source, args.overrides, **options)
     out = args.out or os.path.join("runs", config.name)
     trainer = Trainer(config, out, progress=not args.no_progress and sys.stderr.isatty())
-    summary = trainer.fit(resume=args.resume)
+    summary = trainer.fit(resume=args.resume, overwrite=args.overwrite)
     _report(summary, out)
     return 0
 
@@ -121,7 +136,7 @@ def _replay(args) -> int:
     from .train import replay
 
     out = args.out or os.path.join(args.run_dir, "replay")
-    summary = replay(args.run_dir, out, epochs=args.epochs, device=args.device,
+    summary = replay(args.run_dir, out, epochs=args.epochs, device=args.device, overwrite=args.overwrite,
                      progress=not args.no_progress and sys.stderr.isatty())
     _report(summary, out)
     return 0
@@ -185,28 +200,37 @@ def _presets(_args) -> int:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    from .train import CheckpointError, Diverged, Interrupted
-
     args = _parser().parse_args(argv)
     command = {"train": _train, "tune": _tune, "replay": _replay, "plot": _plot, "info": _info, "presets": _presets}[args.command]
     try:
         return command(args)
-    except cfg.ConfigError as err:
-        print(f"fastdstn: config error: {err}", file=sys.stderr)
-        return EXIT_CONFIG
-    except CheckpointError as err:
-        print(f"fastdstn: {err}", file=sys.stderr)
-        return EXIT_CHECKPOINT
-    except Diverged as err:
-        print(f"fastdstn: diverged: {err}", file=sys.stderr)
-        return EXIT_DIVERGED
-    except Interrupted as err:
-        print(f"fastdstn: interrupted by {err}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except FileNotFoundError as err:
-        print(f"fastdstn: {err}", file=sys.stderr)
-        return EXIT_CONFIG
+    except BaseException as err:    # noqa: B902 - every error becomes one line and an exit status
+        if args.debug or isinstance(err, SystemExit):
+            raise
+        status, line = _error_line(err)
+        print(f"fastdstn: {line}", file=sys.stderr)
+        return status
 
 
-if __name__ == "__main__":
-    sys.exit(main())
+def _error_line(err: BaseException) -> Tuple[int, str]:
+    """The exit status and the one line that say what went wrong."""
+    from .train import CheckpointError, Diverged, Interrupted, RunDirectoryError
+
+    if isinstance(err, cfg.ConfigError):
+        return EXIT_CONFIG, f"config error: {err}"
+    if isinstance(err, (CheckpointError, RunDirectoryError)):
+        return EXIT_CHECKPOINT, str(err)
+    if isinstance(err, Diverged):
+        return EXIT_DIVERGED, f"diverged: {err}"
+    if isinstance(err, Interrupted):
+        return EXIT_INTERRUPTED, f"interrupted by {err}"
+    if isinstance(err, KeyboardInterrupt):
+        return EXIT_INTERRUPTED, ("stopped by an interrupt; what was written is whole: a run continues from its "
+                                  "last checkpoint with --resume, a study by running tune again")
+    if isinstance(err, FileNotFoundError):
+        return EXIT_CONFIG, str(err)
+    if isinstance(err, OSError):
+        where = f" ({err.filename})" if err.filename else ""
+        return EXIT_FILES, f"cannot read or write a file{where}: {err.strerror or err}"
+    return EXIT_INTERNAL, (f"unexpected error: {type(err).__name__}: {' '.join(str(err).split())} (run with --debug "
+                           f"for the traceback)")

@@ -17,6 +17,7 @@ import dataclasses
 import difflib
 import math
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
@@ -106,6 +107,8 @@ class TrainConfig:
     amp: bool = _f(False, doc="bfloat16 autocast on CUDA")
     seed: int = _f(0, NON_NEGATIVE)
     log_every: int = _f(10, POSITIVE, doc="training steps between TensorBoard scalars")
+    skip_nonfinite: int = _f(0, NON_NEGATIVE, doc="0: an update with a non-finite loss or gradient stops the run "
+                             "(diverged, exit 4); N: skip such updates and log them, stopping after N in a row")
 
 
 @dataclass
@@ -204,7 +207,11 @@ def from_dict(values: Mapping[str, Any]) -> RunConfig:
     for key in values:
         if key not in known:
             raise _unknown(key, known, "")
-    config = RunConfig(name=str(values.get("name", "custom")),
+    name = values.get("name", "custom")
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
+        raise ConfigError(f"name: expected a plain name (letters, digits, '.', '_', '-'; it names the run "
+                          f"directory runs/NAME), received {name!r}")
+    config = RunConfig(name=name,
                        hypers=_hypers(values.get("hypers", {})),
                        **{s: _section(cls, values.get(s, {}), f"{s}.") for s, cls in SECTIONS.items()})
     train = config.train
@@ -220,6 +227,23 @@ def from_dict(values: Mapping[str, Any]) -> RunConfig:
     return config
 
 
+def flatten(values: Mapping[str, Any], prefix: str = "") -> Dict[str, Any]:
+    """{"train": {"lr": 0.1}} → {"train.lr": 0.1}; model options and each hyperparameter's table stay whole."""
+    out: Dict[str, Any] = {}
+    for k, v in values.items():
+        if isinstance(v, Mapping) and k != "options" and prefix != "hypers.":
+            out.update(flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def differences(before: Mapping[str, Any], now: Mapping[str, Any]) -> Dict[str, Tuple[Any, Any]]:
+    """key → (before, now) for every flattened key whose value differs."""
+    a, b = flatten(before), flatten(now)
+    return {k: (a.get(k), b.get(k)) for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
+
+
 # ------------------------------------------------------------------------------------------------ loading
 
 def presets() -> List[str]:
@@ -233,20 +257,25 @@ def read_file(path: str) -> Dict[str, Any]:
         with open(path, "rb") as f:
             try:
                 return tomllib.load(f)
-            except tomllib.TOMLDecodeError as err:
-                raise ConfigError(f"{path}: not valid TOML: {err}") from err
+            except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+                raise ConfigError(f"{path}: not valid TOML: {_one_line(err)}") from err
     if ext in (".yaml", ".yml"):
         import yaml
 
         with open(path, encoding="utf-8") as f:
             try:
                 data = yaml.safe_load(f) or {}
-            except yaml.YAMLError as err:
-                raise ConfigError(f"{path}: not valid YAML: {err}") from err
+            except (yaml.YAMLError, UnicodeDecodeError) as err:
+                raise ConfigError(f"{path}: not valid YAML: {_one_line(err)}") from err
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level, received {type(data).__name__}")
         return data
     raise ConfigError(f"{path}: expected a .toml, .yaml or .yml file")
+
+
+def _one_line(err: Exception) -> str:
+    """A parser's message on one line (YAML's span several, with the offending line quoted)."""
+    return " ".join(str(err).split())
 
 
 def read_source(source: str) -> Dict[str, Any]:

@@ -6,7 +6,8 @@ import sys
 import pytest
 import yaml
 
-from fastdstn.cli import EXIT_CHECKPOINT, EXIT_CONFIG, main
+from fastdstn.cli import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_INTERNAL, main
+from fastdstn.config import ConfigError
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train"))
 from tiny_runs import tiny_values  # noqa: E402
@@ -101,3 +102,34 @@ def test_help_lists_the_commands(capsys):
     assert done.value.code == 0
     text = capsys.readouterr().out
     assert all(c in text for c in ("train", "replay", "plot", "info", "presets"))
+
+
+def test_errors_are_one_line_and_debug_shows_the_traceback(config_file, tmp_path, capsys, monkeypatch):
+    bad = ["train", config_file, "--set", "train.tau=-1", "--out", str(tmp_path / "x")]
+    assert main(bad) == EXIT_CONFIG
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fastdstn: config error: train.tau: expected a value >= 0, received -1"]
+    for argv in (["--debug", *bad], [*bad, "--debug"]):
+        with pytest.raises(ConfigError, match="train.tau"):
+            main(argv)
+
+    def broken(args):
+        raise RuntimeError("something\nunforeseen")
+
+    monkeypatch.setattr("fastdstn.cli._info", broken)
+    assert main(["info"]) == EXIT_INTERNAL
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "fastdstn: unexpected error: RuntimeError: something unforeseen (run with --debug for the traceback)"]
+
+
+def test_overwrite_replaces_a_run_and_a_second_run_without_it_is_refused(config_file, tmp_path, capsys):
+    out = str(tmp_path / "run")
+    assert main(["train", config_file, "--out", out]) == 0
+    assert main(["train", config_file, "--out", out]) == EXIT_CHECKPOINT
+    assert "is not empty" in capsys.readouterr().err
+    assert main(["train", config_file, "--out", out, "--overwrite", "--seed", "5"]) == 0
+    with open(os.path.join(out, "config.yaml")) as f:
+        assert yaml.safe_load(f)["train"]["seed"] == 5
+    assert main(["replay", out, "--no-progress"]) == 0
+    assert main(["replay", out, "--no-progress"]) == EXIT_CHECKPOINT
+    assert main(["replay", out, "--no-progress", "--overwrite"]) == 0

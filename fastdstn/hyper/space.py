@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections import abc
 from dataclasses import dataclass
 from typing import Dict, Iterable, List, Optional
 
@@ -9,12 +10,22 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .. import arguments
+
 Tensor = torch.Tensor
+
+# σ stays in [SIGMA_MIN, SIGMA_MAX]: below, float32 λ + ε no longer moves λ (its spacing is ~1e-7·|λ|) and
+# log σ in the entropy heads for -inf; above, ε = σ·n stops being a local perturbation. A hyper step projects
+# ρ back into [RHO_MIN, RHO_MAX] and `sigma()` clamps ρ into it, so σ is finite and positive by construction.
+SIGMA_MIN, SIGMA_MAX = 1e-6, 1e6
 
 
 def _inverse_softplus(y: float) -> float:
     """softplus⁻¹(y) = log(eᵞ − 1), written as y + log(1 − e⁻ʸ) so it stays finite for large y."""
     return y + math.log(-math.expm1(-y))
+
+
+RHO_MIN, RHO_MAX = _inverse_softplus(SIGMA_MIN), _inverse_softplus(SIGMA_MAX)
 
 
 @dataclass(frozen=True)
@@ -32,20 +43,21 @@ class Hyper:
     scale: float = 1.0
 
     def __post_init__(self) -> None:
-        where = f"Hyper {self.name!r}"
         if not isinstance(self.name, str) or not self.name.isidentifier():
             raise ValueError(f"Hyper name: expected an identifier, received {self.name!r}")
-        for field in ("init", "low", "high", "scale"):
-            value = getattr(self, field)
-            if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
-                raise ValueError(f"{where}: {field} must be a finite number or None, received {value!r}")
+        where = f"Hyper {self.name!r}"
+        arguments.number(f"{where}: init", self.init)
+        for field in ("low", "high"):
+            if getattr(self, field) is not None:
+                arguments.number(f"{where}: {field}", getattr(self, field))
+        arguments.boolean(f"{where}: discrete", self.discrete)
+        arguments.boolean(f"{where}: per_example", self.per_example)
         if self.low is not None and self.high is not None and not self.low < self.high:
             raise ValueError(f"{where}: expected low < high, received low={self.low}, high={self.high}")
         # The transform maps onto the open interval, so the initial value must lie strictly inside.
         if (self.low is not None and self.init <= self.low) or (self.high is not None and self.init >= self.high):
             raise ValueError(f"{where}: init must lie strictly inside ({self.low}, {self.high}), received {self.init}")
-        if self.scale <= 0:
-            raise ValueError(f"{where}: scale (initial σ) must be > 0, received {self.scale}")
+        arguments.number(f"{where}: scale (the initial σ)", self.scale, SIGMA_MIN, SIGMA_MAX)
 
     def constrain(self, u: Tensor) -> Tensor:
         """c = T(u): lo + (hi − lo)·sigmoid(u), lo + softplus(u), hi − softplus(u) or u."""
@@ -92,6 +104,8 @@ class HyperSpace(nn.Module):
 
     def __init__(self, hypers: Iterable[Hyper]) -> None:
         super().__init__()
+        if isinstance(hypers, (Hyper, str)) or not isinstance(hypers, abc.Iterable):
+            raise TypeError(f"HyperSpace: expected an iterable of Hyper, received {type(hypers).__name__}")
         self.hypers: List[Hyper] = list(hypers)
         if not self.hypers:
             raise ValueError("HyperSpace: expected at least one Hyper, received none")
@@ -104,6 +118,9 @@ class HyperSpace(nn.Module):
             raise ValueError(f"HyperSpace: hyperparameter names must be unique, repeated: {', '.join(duplicates)}")
         self.index: Dict[str, int] = {n: i for i, n in enumerate(names)}
         self.lam = nn.Parameter(torch.tensor([h.unconstrain(h.init) for h in self.hypers], dtype=torch.float32))
+        for h, u in zip(self.hypers, self.lam.tolist()):
+            if not math.isfinite(u):
+                raise ValueError(f"Hyper {h.name!r}: init {h.init} has no finite float32 unconstrained value")
         self.rho = nn.Parameter(torch.tensor([_inverse_softplus(h.scale) for h in self.hypers], dtype=torch.float32))
         self.register_buffer("per_batch", torch.tensor([not h.per_example for h in self.hypers]), persistent=False)
 
@@ -123,7 +140,16 @@ class HyperSpace(nn.Module):
         return self.index[name]
 
     def sigma(self) -> Tensor:
-        return F.softplus(self.rho)
+        """σ = softplus(ρ), with ρ's value clamped into [RHO_MIN, RHO_MAX] and its gradient passed straight
+        through (torch.clamp's gradient is 0 at the bounds, where a projected ρ sits: it would stay there). For ρ
+        inside the bounds this is softplus(ρ) to the bit."""
+        rho = self.rho.detach().clamp(RHO_MIN, RHO_MAX) + (self.rho - self.rho.detach())    # value + 0, exactly
+        return F.softplus(rho)
+
+    @torch.no_grad()
+    def project_(self) -> None:
+        """Put ρ back into [RHO_MIN, RHO_MAX] after an optimizer step (projected gradient descent)."""
+        self.rho.clamp_(RHO_MIN, RHO_MAX)
 
     def constrain(self, u: Tensor) -> Tensor:
         """Constrained values of unconstrained u (..., H), column by column."""
@@ -131,6 +157,7 @@ class HyperSpace(nn.Module):
 
     def sample(self, batch: int, generator: Optional[torch.Generator] = None) -> Perturbation:
         """n ~ N(0, I) of shape (batch, H); per-batch columns repeat row 0's draw."""
+        arguments.integer("batch", batch, low=1)
         noise = torch.randn(batch, len(self), generator=generator, device=self.lam.device, dtype=self.lam.dtype)
         noise = torch.where(self.per_batch, noise[:1].expand_as(noise), noise)
         eps = self.sigma() * noise
@@ -139,6 +166,9 @@ class HyperSpace(nn.Module):
     def example_values(self, u: Tensor) -> Dict[str, Tensor]:
         """name → detached constrained values (B,) of per-example unconstrained rows u (B, H): what
         regularizers and augmentation consume (continuous; a discrete consumer takes floor)."""
+        if u.dim() != 2 or u.shape[1] != len(self):
+            raise ValueError(f"u: expected per-example unconstrained values of shape (batch, {len(self)}), "
+                             f"received {tuple(u.shape)}")
         c = self.constrain(u.detach())
         return {h.name: c[:, j] for j, h in enumerate(self.hypers)}
 

@@ -4,6 +4,9 @@ Each step updates exactly the parameter group SPEC §4 names, and gradients that
 need are not computed: the general sub-step never builds the response branch (h = None), the
 response sub-step and the hyper step run with the parameters they do not update frozen
 (requires_grad off), so autograd records no graph for them.
+
+No update is applied unless its loss, gradients and the BatchNorm statistics its forward changed are
+finite (fastdstn.method.guard): otherwise the sub-step is undone and raises NonFiniteUpdate.
 """
 from __future__ import annotations
 
@@ -19,9 +22,11 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 
+from .. import arguments
 from ..hyper.feed import feeding
 from ..hyper.space import HyperSpace
-from ..nn.groups import general_parameters, response_parameters, weight_penalty
+from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
+from .guard import Guard
 
 Tensor = torch.Tensor
 LossFn = Callable[[object, Tensor], Tensor]
@@ -63,8 +68,18 @@ def make_optimizers(model: nn.Module, space: HyperSpace, mode: Mode | str, lr: f
                     response_lr: Optional[float] = None, momentum: float = 0.9, hyper_lr: float = 3e-3,
                     hyper_optimizer: str = "adam") -> Optimizers:
     """SPEC §7's defaults: SGD with momentum for the model (two optimizers in centered/Δ-STN) and
-    Adam or RMSprop for λ, ρ."""
+    Adam or RMSprop for λ, ρ. response_lr (default: lr) exists in centered and Δ-STN only."""
+    arguments.instance("model", model, nn.Module)
+    arguments.instance("space", space, HyperSpace)
     mode = Mode(mode)
+    arguments.number("lr", lr, 0, low_open=True)
+    if response_lr is not None:
+        if mode in (Mode.STN, Mode.FIXED):
+            raise ValueError(f"response_lr: mode {mode.value!r} has no response optimizer; leave response_lr unset "
+                             f"(received {response_lr!r})")
+        arguments.number("response_lr", response_lr, 0, low_open=True)
+    arguments.number("momentum", momentum, 0, 1, high_open=True)
+    arguments.number("hyper_lr", hyper_lr, 0, low_open=True)
     hyper_classes = {"adam": torch.optim.Adam, "rmsprop": torch.optim.RMSprop}
     if hyper_optimizer not in hyper_classes:
         raise ValueError(f"hyper_optimizer: expected one of {sorted(hyper_classes)}, received {hyper_optimizer!r}")
@@ -73,8 +88,9 @@ def make_optimizers(model: nn.Module, space: HyperSpace, mode: Mode | str, lr: f
         return Optimizers(torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum), None, hyper)
     if mode is Mode.FIXED:
         return Optimizers(torch.optim.SGD(general_parameters(model), lr=lr, momentum=momentum), None, hyper)
+    response = lr if response_lr is None else response_lr
     return Optimizers(torch.optim.SGD(general_parameters(model), lr=lr, momentum=momentum),
-                      torch.optim.SGD(response_parameters(model), lr=response_lr or lr, momentum=momentum), hyper)
+                      torch.optim.SGD(response_parameters(model), lr=response, momentum=momentum), hyper)
 
 
 @contextlib.contextmanager
@@ -140,23 +156,45 @@ class SelfTuning:
                  loss_fn: LossFn, augment: Optional[Augment] = None, weight_decay: Optional[str] = None,
                  batch_dim: int = 0, penalty: Optional[Callable[[], Optional[Tensor]]] = None, tau: float = 1e-3,
                  linearized_hyper: bool = False) -> None:
-        self.model, self.space, self.mode = model, space, Mode(mode)
-        self.loss_fn, self.augment = loss_fn, augment
-        if weight_decay is not None:
-            space[weight_decay]    # a KeyError naming the space's hyperparameters if unknown
-        self.weight_decay, self.batch_dim, self.penalty, self.tau = weight_decay, batch_dim, penalty, tau
+        self.model = arguments.instance("model", model, nn.Module)
+        self.space = arguments.instance("space", space, HyperSpace)
+        self.mode = Mode(mode)
+        self.loss_fn = arguments.function("loss_fn", loss_fn)
+        self.augment = arguments.function("augment", augment, optional=True)
+        self.penalty = arguments.function("penalty", penalty, optional=True)
+        self.batch_dim = arguments.integer("batch_dim", batch_dim, low=0)
+        self.tau = arguments.number("tau", tau, 0)
+        self.linearized_hyper = arguments.boolean("linearized_hyper", linearized_hyper)
         if linearized_hyper and self.mode is not Mode.DELTA:
             raise ValueError(f"linearized_hyper: only Δ-STN (mode 'delta') has a linearized hyper step, "
                              f"received mode {self.mode.value!r}")
-        self.linearized_hyper = linearized_hyper
         self._response = response_parameters(model)
         self._general = general_parameters(model)
-        self._local = _Network(model)
-        self._network: nn.Module = self._local   # the training sub-steps' forward (DDP-wrapped by distribute)
-        self._group: Optional[dist.ProcessGroup] = None
         if not self._response:
             raise ValueError("model: has no STN layer (StnLinear, StnConv2d, StnEmbedding, StnLSTM); "
                              "build it from fastdstn.nn or pass it through fastdstn.convert first")
+        built_for = sorted({layer.num_hypers for layer in stn_layers(model)} - {len(space)})
+        if built_for:
+            raise ValueError(f"space: holds {len(space)} hyperparameters, but the model's STN layers were built "
+                             f"for {built_for[0]} (num_hypers)")
+        self.weight_decay = self._weight_decay(weight_decay)
+        self._local = _Network(model)
+        self._network: nn.Module = self._local   # the training sub-steps' forward (DDP-wrapped by distribute)
+        self._group: Optional[dist.ProcessGroup] = None
+        names = {id(p): name for name, p in model.named_parameters()}
+        names.update({id(space.lam): "λ (space.lam)", id(space.rho): "ρ (space.rho)"})
+        self._guard = Guard(names)
+
+    def _weight_decay(self, name: Optional[str]) -> Optional[str]:
+        """The hyperparameter used as L2 coefficient: one number per batch, so a per-batch hyperparameter."""
+        if name is None:
+            return None
+        if not isinstance(name, str):
+            raise TypeError(f"weight_decay: expected a hyperparameter name or None, received {name!r}")
+        if self.space[name].per_example:    # a KeyError naming the space's hyperparameters if unknown
+            raise ValueError(f"weight_decay: hyperparameter {name!r} is perturbed per example, but the L2 "
+                             f"coefficient is one number per batch; declare it with per_example=False")
+        return name
 
     def distribute(self, process_group: Optional[dist.ProcessGroup] = None, **ddp_options) -> None:
         """Train as one of the ranks of `process_group` (default: the default group, which must exist).
@@ -175,6 +213,13 @@ class SelfTuning:
             dist.broadcast(p.data, src=dist.get_global_rank(self._group, 0), group=self._group)
         self._network = DistributedDataParallel(self._local, process_group=self._group,
                                                 find_unused_parameters=True, **ddp_options)
+        self._guard.reduce = self._all_ranks_finite
+
+    def _all_ranks_finite(self, finite: bool) -> bool:
+        """The guard's verdict over all ranks: one rank's non-finite BatchNorm statistics skip or stop every rank."""
+        flag = torch.tensor([float(not finite)], device=self.space.lam.device)
+        dist.all_reduce(flag, group=self._group)
+        return not bool(flag.item())
 
     def sync_buffers(self) -> None:
         """Rank 0's buffers (BatchNorm running statistics) on every rank. DDP broadcasts them at the start of
@@ -212,6 +257,15 @@ class SelfTuning:
             loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h)
         return loss
 
+    def _apply(self, sub_step: str, loss: Tensor, optimizer: torch.optim.Optimizer,
+               saved: Optional[list]) -> None:
+        """Backward, the finiteness guard (which undoes the forward's BatchNorm updates from `saved` and raises
+        NonFiniteUpdate when anything is not finite), then the optimizer step."""
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self._guard.check(sub_step, loss.detach(), optimizer, self.model, saved)
+        optimizer.step()
+
     def _forward_dual(self, network: nn.Module, inputs: Tensor, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
         with fwAD.dual_level(), feeding(eps, dual=True, values=values):
@@ -234,21 +288,19 @@ class SelfTuning:
                    optimizer: torch.optim.Optimizer) -> Tensor:
         """STN: L_T at λ + ε with the nonlinear layer fed h = λ + ε; every model parameter moves."""
         values = self.space.example_values(perturbed)
+        saved = self._guard.snapshot(self.model)
         with feeding(perturbed, values=values):
             loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, perturbed)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self._apply("joint", loss, optimizer, saved)
         return loss.detach()
 
     def general_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (a): L_T at λ with h = 0; the response branch is not computed at all."""
         values = self.space.current_values(inputs.shape[self.batch_dim])
+        saved = self._guard.snapshot(self.model)
         with feeding(None, values=values):
             loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, None)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        self._apply("general", loss, optimizer, saved)
         return loss.detach()
 
     def response_step(self, inputs: Tensor, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
@@ -256,6 +308,7 @@ class SelfTuning:
         to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward)."""
         values = self.space.example_values(self.space.lam.detach() + eps)
         perturbed_inputs = self._inputs(inputs, values)
+        saved = self._guard.snapshot(self.model)
         with frozen(self._general):
             if self.mode is Mode.DELTA:
                 outputs = self._forward_dual(self._network, perturbed_inputs, eps, values)
@@ -263,9 +316,7 @@ class SelfTuning:
                 with feeding(eps, values=values):
                     outputs = self._network(perturbed_inputs)
             loss = self._training_loss(outputs, targets, values, eps)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-        optimizer.step()
+            self._apply("response", loss, optimizer, saved)
         return loss.detach()
 
     def hyper_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Tensor]:
@@ -295,8 +346,10 @@ class SelfTuning:
                 [p.grad if p.grad is not None else torch.zeros_like(p) for p in hyper] + [val_loss.detach()])
             for p, g in zip(hyper, grads):
                 p.grad = g
-        optimizer.step()
         self.model.train(was_training)
+        self._guard.check("hyper", objective.detach(), optimizer)
+        optimizer.step()
+        self.space.project_()
         return {"val_loss": val_loss.detach(), "entropy": entropy.detach()}
 
     @torch.no_grad()

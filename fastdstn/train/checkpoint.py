@@ -1,23 +1,25 @@
 """Checkpoint files that are either whole or refused: atomic replacement and a checksum.
 
 Layout: MAGIC (8 bytes) | payload length (8 bytes, little endian) | SHA-256 of the payload (32 bytes) |
-payload (torch.save bytes). A write goes to a temporary file in the same directory, is fsynced, then
-os.replace()d over the target (atomic on POSIX), and the directory is fsynced so the rename survives a
-crash. A read checks magic, length and digest before torch.load sees a byte, so a truncated or
-corrupted file is reported as damaged and never loaded half.
+payload (torch.save bytes). A write is atomic (fastdstn.train.files: temporary file, fsync, rename, directory
+fsync) and may keep the file it replaces under a second name (the trainer's previous.ckpt). A read checks
+magic, length and digest before torch.load sees a byte, so a truncated or corrupted file is reported as
+damaged and never loaded half.
 """
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+import pickle
 import random
 import struct
-import tempfile
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import numpy as np
 import torch
+
+from .files import replace_atomically
 
 MAGIC = b"FDSTNCK1"
 HEADER = struct.Struct("<8sQ32s")
@@ -27,30 +29,13 @@ class CheckpointError(RuntimeError):
     """A checkpoint that is missing, damaged or from another format."""
 
 
-def save(obj: Any, path: str) -> None:
+def save(obj: Any, path: str, keep_previous: Optional[str] = None) -> None:
+    """Write `obj` to `path` atomically; keep_previous: keep the checkpoint it replaces under that path."""
     buffer = io.BytesIO()
     torch.save(obj, buffer)
-    payload = buffer.getvalue()
+    payload = buffer.getbuffer()
     header = HEADER.pack(MAGIC, len(payload), hashlib.sha256(payload).digest())
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".ckpt", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(header)
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    replace_atomically(path, [header, payload], keep_previous)
 
 
 def load(path: str, map_location="cpu") -> Any:
@@ -64,12 +49,17 @@ def load(path: str, map_location="cpu") -> Any:
     magic, length, digest = HEADER.unpack(head)
     if magic != MAGIC:
         raise CheckpointError(f"checkpoint {path} is damaged or not a fastdstn checkpoint (bad magic {magic!r})")
-    if len(payload) != length:
+    if len(payload) < length:
         raise CheckpointError(f"checkpoint {path} is damaged: truncated ({len(payload)} of {length} payload bytes)")
+    if len(payload) > length:
+        raise CheckpointError(f"checkpoint {path} is damaged: {len(payload) - length} bytes after the payload")
     if hashlib.sha256(payload).digest() != digest:
         raise CheckpointError(f"checkpoint {path} is damaged: checksum mismatch (SHA-256 of the payload differs)")
     # weights_only: the payload holds tensors and plain containers only (see rng_state).
-    return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    try:
+        return torch.load(io.BytesIO(payload), map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as err:    # a whole file this torch refuses (objects of another version)
+        raise CheckpointError(f"checkpoint {path} cannot be read by torch {torch.__version__}: {err}") from err
 
 
 def rng_state() -> Dict[str, Any]:

@@ -5,10 +5,14 @@ The loaders themselves are fastdstn.data's; this adapter only builds new TensorL
 """
 from __future__ import annotations
 
+import dataclasses
+import difflib
+import os
+
 import torch
 
 from .. import data as fdata
-from ..config import DataConfig
+from ..config import ConfigError, DataConfig
 from ..data.loader import SequenceLoader, TensorLoader, epoch_generator
 
 # A salt of our own, so that subsets never reuse the data module's split permutations.
@@ -69,15 +73,11 @@ def _synthetic(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBu
 
 
 def load_data(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBundle:
-    if cfg.name in SYNTHETIC:
-        return _synthetic(cfg, seed, device)
-    options = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=seed, device=device,
-                   download=cfg.download, bptt=cfg.bptt)
-    if cfg.valid_size is not None:
-        options["valid_size"] = int(cfg.valid_size) if cfg.valid_size >= 1 else float(cfg.valid_size)
-    if cfg.name in ("cifar10", "cifar-10"):
-        options.update(synthetic=cfg.synthetic, synthetic_size=tuple(cfg.synthetic_size))
-    bundle = fdata.load(cfg.name, cfg.root, **options)
+    """The bundle of a [data] section; a value the data module refuses is a ConfigError naming its key."""
+    if cfg.root is not None and not cfg.download and not os.path.isdir(cfg.root):
+        raise ConfigError(f"data.root: expected a directory holding the data files, received {cfg.root!r} (not a "
+                          f"directory; set data.download=true to download into it)")
+    bundle = _synthetic(cfg, seed, device) if cfg.name in SYNTHETIC else _load(cfg, seed, device)
     if cfg.train_size is not None:
         bundle.train = _subset_of(bundle.train, cfg.train_size, seed, "data.train_size")
     if cfg.test_size is not None:
@@ -86,11 +86,34 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBun
     return bundle
 
 
+def _load(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBundle:
+    options = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=seed, device=device,
+                   download=cfg.download, bptt=cfg.bptt)
+    if cfg.valid_size is not None:
+        options["valid_size"] = int(cfg.valid_size) if cfg.valid_size >= 1 else float(cfg.valid_size)
+    if cfg.name in ("cifar10", "cifar-10"):
+        options.update(synthetic=cfg.synthetic, synthetic_size=tuple(cfg.synthetic_size))
+    try:
+        return fdata.load(cfg.name, cfg.root, **options)
+    except (TypeError, ValueError) as err:
+        raise _as_config_error(err, cfg.name) from err
+
+
+def _as_config_error(err: Exception, name: str) -> ConfigError:
+    """fastdstn.data's messages start with the argument's name, which is the [data] key of the same name."""
+    key = str(err).partition(":")[0]
+    message = f"data.{err}" if key in {f.name for f in dataclasses.fields(DataConfig)} else f"data: {err}"
+    if key == "name":
+        near = difflib.get_close_matches(name.lower(), [*fdata.NAMES, *SYNTHETIC], n=1, cutoff=0.5)
+        message += f"; did you mean {near[0]!r}?" if near else f" or {', '.join(SYNTHETIC)}"
+    return ConfigError(message)
+
+
 def _subset_of(loader, size: int, seed: int, key: str) -> TensorLoader:
     if not isinstance(loader, TensorLoader):
-        raise ValueError(f"{key}: subsets apply to example data sets, not to token streams")
+        raise ConfigError(f"{key}: subsets apply to example data sets, not to token streams")
     if size > loader.num_examples:
-        raise ValueError(f"{key}: {size} exceeds the {loader.num_examples} examples available")
+        raise ConfigError(f"{key}: expected at most the {loader.num_examples} examples available, received {size}")
     return subset(loader, size, seed)
 
 

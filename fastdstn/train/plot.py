@@ -23,8 +23,9 @@ def plot_run(run_dir: str, out: Optional[str] = None) -> str:
     schedule_path, metrics_path = os.path.join(run_dir, "schedule.csv"), os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{run_dir}: no metrics.csv; is it a fastdstn run directory?")
-    schedule = read_csv(schedule_path) if os.path.exists(schedule_path) else []
-    metrics = read_csv(metrics_path)
+    schedule = (read_csv(schedule_path, required=("step", "train_loss", "val_loss"))
+                if os.path.exists(schedule_path) else [])
+    metrics = read_csv(metrics_path, required=("step",))
     names = hyper_names(schedule)
     panels = len(names) + 1
     cols = min(3, panels)

@@ -26,7 +26,7 @@ class Schedule:
         path = os.path.join(run_dir, "schedule.csv")
         if not os.path.exists(path):
             raise FileNotFoundError(f"{run_dir}: no schedule.csv to replay")
-        return cls(read_csv(path), names)
+        return cls(read_csv(path, required=("step", *names)), names)
 
     def __len__(self) -> int:
         return len(self.steps)

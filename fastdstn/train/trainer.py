@@ -15,6 +15,16 @@ of each epoch with its own perturbation and dropout draws (its generators are se
 DDP and the hyper step's all-reduce keep model and λ, ρ identical on all ranks, losses and metrics are
 reduced over the ranks, and rank 0 alone writes the run directory. The checkpoint holds every rank's
 generator states and position, so a restart with the same number of processes resumes exactly.
+
+Nothing non-finite is saved: an update whose loss, gradients or BatchNorm statistics are not finite is
+never applied (fastdstn.method.guard); the run then stops with Diverged naming the sub-step, step and
+epoch, or, with train.skip_nonfinite = N, skips it and says so (up to N in a row). The network, λ and σ
+are checked once more before every checkpoint and every row of the records.
+
+The run directory (docs/RUNS.md): one process owns it at a time (fastdstn.train.rundir); a new run refuses
+a directory that holds files unless asked to overwrite them; checkpoints/last.ckpt is the resume point and
+checkpoints/previous.ckpt the one before it (a damaged last.ckpt falls back to it, saying so);
+checkpoints/best.ckpt holds the weights, λ and ρ of the best validation epoch only and cannot resume a run.
 """
 from __future__ import annotations
 
@@ -33,21 +43,28 @@ import numpy as np
 import torch
 import yaml
 
-from ..config import ConfigError, RunConfig, from_dict
+from ..config import ConfigError, RunConfig, differences, from_dict, read_file
 from ..hyper import HyperSpace
-from ..method import SelfTuning, make_optimizers
+from ..method import NonFiniteUpdate, SelfTuning, make_optimizers
+from ..method.guard import all_finite, floating_buffers
 from . import checkpoint, distributed
 from .data import describe, load_data
+from .files import write_text
 from .progress import Progress
-from .records import Records
+from .records import Records, read_csv
 from .replay import Schedule, unconstrained
+from .rundir import RunDirectory, RunDirectoryError
 from .setup import apply_hyper_overrides, build_model, loss_function, make_augment, resolve_device
 
 CHECKPOINT_FORMAT = 2    # 2: per-rank generator states and positions under "ranks"
-# Config keys a resumed run may change: how long it runs and where, nothing that changes the arithmetic.
-RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.log_every"}
+# Config keys a resumed run may change: how long it runs and where, and whether it skips non-finite updates
+# (resuming a diverged run with train.skip_nonfinite), nothing that changes the arithmetic of a finite step.
+RESUMABLE_CHANGES = {"train.epochs", "train.early_stopping", "train.log_every", "train.skip_nonfinite"}
 METRIC = {"classification": "acc", "regression": "rmse", "language": "ppl"}
 EXTRA_STATE = "_extra_state"    # the suffix of a module's get_extra_state() entry in a state_dict
+# What to lower when a sub-step's update is not finite.
+ADVICE = {"general": "lower train.lr", "joint": "lower train.lr",
+          "response": "lower train.response_lr (or train.lr)", "hyper": "lower train.hyper_lr"}
 
 
 class Interrupted(RuntimeError):
@@ -59,7 +76,7 @@ class Interrupted(RuntimeError):
 
 
 class Diverged(RuntimeError):
-    """The training loss became NaN or infinite."""
+    """A loss, gradient or parameter became NaN or infinite; nothing non-finite was applied or saved."""
 
 
 @dataclasses.dataclass
@@ -80,16 +97,8 @@ class Position:
     bad_epochs: int = 0
     stopped_early: bool = False
     elapsed: float = 0.0       # wall seconds of training and evaluation before this process
-
-
-def _flatten(d: Dict[str, Any], prefix: str = "") -> Dict[str, Any]:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and k != "options" and prefix != "hypers.":
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
+    skipped: int = 0           # updates not applied because they were not finite (train.skip_nonfinite)
+    skipped_in_a_row: Dict[str, int] = dataclasses.field(default_factory=lambda: {"train": 0, "hyper": 0})
 
 
 def seed_everything(seed: int) -> None:
@@ -149,11 +158,14 @@ class Trainer:
         augment = make_augment(self.bundle, built.augment)
         common = dict(loss_fn=self.loss_fn, augment=augment, weight_decay=built.weight_decay,
                       batch_dim=built.batch_dim, penalty=built.penalty)
-        self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
-                                 linearized_hyper=train.linearized_hyper, **common)
-        self.optimizers = make_optimizers(self.model, self.space, self.mode,
-                                          lr=train.lr, response_lr=train.response_lr, momentum=train.momentum,
-                                          hyper_lr=train.hyper_lr, hyper_optimizer=train.hyper_optimizer)
+        try:    # what the config decides (a per-example weight decay, response_lr in stn mode) is refused here
+            self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
+                                     linearized_hyper=train.linearized_hyper, **common)
+            self.optimizers = make_optimizers(self.model, self.space, self.mode,
+                                              lr=train.lr, response_lr=train.response_lr, momentum=train.momentum,
+                                              hyper_lr=train.hyper_lr, hyper_optimizer=train.hyper_optimizer)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from err
         self.schedulers = self._schedulers()
         if train.clip_grad > 0:
             self._clip_gradients(train.clip_grad)
@@ -264,16 +276,20 @@ class Trainer:
                 "records": self.records.rows() if self.records else {}}
 
     def save_checkpoint(self) -> str:
-        """Write checkpoints/last.ckpt (rank 0; every rank takes part in gathering the state)."""
+        """Write checkpoints/last.ckpt, keeping the one it replaces as previous.ckpt (rank 0; every rank takes
+        part in gathering the state)."""
         path = self._path("checkpoints", "last.ckpt")
         state = self.state_dict()
         if self.world.is_main:
-            checkpoint.save(state, path)
+            checkpoint.save(state, path, keep_previous=self._path("checkpoints", "previous.ckpt"))
         return path
 
     def load_checkpoint(self, path: str) -> Dict[str, Any]:
         """Restore everything from `path` (verified first); returns the checkpoint's record counts."""
-        state = checkpoint.load(path, map_location=self.device)
+        return self._restore(checkpoint.load(path, map_location=self.device), path)
+
+    def _restore(self, state: Dict[str, Any], path: str) -> Dict[str, Any]:
+        """Restore everything from a checkpoint's state, after checking that this run can continue it."""
         if state.get("format") != CHECKPOINT_FORMAT:
             raise checkpoint.CheckpointError(f"checkpoint {path}: format {state.get('format')!r}, "
                                              f"expected {CHECKPOINT_FORMAT}")
@@ -295,13 +311,36 @@ class Trainer:
         return state["records"]
 
     def _check_same_config(self, saved: Dict[str, Any], path: str) -> None:
-        now, before = _flatten(self.config.to_dict()), _flatten(saved)
-        differ = sorted(k for k in set(now) | set(before)
-                        if now.get(k) != before.get(k) and k not in RESUMABLE_CHANGES and k != "train.device")
+        changed = differences(saved, self.config.to_dict())
+        differ = {k: v for k, v in changed.items() if k not in RESUMABLE_CHANGES and k != "train.device"}
         if differ:
-            details = ", ".join(f"{k}: {before.get(k)!r} → {now.get(k)!r}" for k in differ)
+            details = ", ".join(f"{k}: {a!r} → {b!r}" for k, (a, b) in differ.items())
             raise ConfigError(f"--resume: the configuration differs from the one in {path} ({details}); "
                               f"only {', '.join(sorted(RESUMABLE_CHANGES))} may change")
+        if self.config.train.lr_schedule == "cosine" and "train.epochs" in changed:
+            before, now = changed["train.epochs"]
+            raise ConfigError(f"train.epochs: the cosine schedule of the run in {path} anneals over its "
+                              f"{before} epochs; it cannot resume with {now}")
+
+    def _resume(self) -> Dict[str, int]:
+        """Continue from checkpoints/last.ckpt, or from previous.ckpt when the file last.ckpt is damaged or
+        missing (saying so; a whole last.ckpt that this run cannot continue is refused, not skipped); returns
+        the record counts of the checkpoint restored."""
+        last, previous = self._path("checkpoints", "last.ckpt"), self._path("checkpoints", "previous.ckpt")
+        try:
+            state, path = checkpoint.load(last, map_location=self.device), last
+        except checkpoint.CheckpointError as err:
+            if not os.path.isfile(previous):
+                if os.path.isfile(self._path("checkpoints", "best.ckpt")):
+                    raise checkpoint.CheckpointError(f"{err} (best.ckpt holds weights only and cannot resume a "
+                                                     f"run)") from err
+                raise
+            self.progress.message(f"fastdstn: {err}; resuming from {previous}, the checkpoint before it")
+            try:
+                state, path = checkpoint.load(previous, map_location=self.device), previous
+            except checkpoint.CheckpointError as second:
+                raise checkpoint.CheckpointError(f"{err}; and {second}") from second
+        return self._restore(state, path)
 
     def _elapsed(self) -> float:
         return self.position.elapsed + (time.time() - self._started)
@@ -315,25 +354,63 @@ class Trainer:
         with torch.no_grad():
             self.space.lam.copy_(torch.tensor(lam, dtype=self.space.lam.dtype))
 
-    def _train_step(self, x, y) -> float:
+    def _train_step(self, x, y) -> Optional[float]:
+        """One training step; its loss, or None when an update was not finite and skipped."""
         if self.replay is not None:
             self._apply_replay()
-        with self._context("train"):
-            out = self.method.train_step(x, y, self.optimizers)
-        loss = float(out["train_loss"])
-        if not math.isfinite(loss):
-            raise Diverged(f"training loss is {loss} at step {self.position.step + 1} (epoch "
-                           f"{self.position.epoch + 1}); lower train.lr or check the data")
-        return loss
+        try:
+            with self._context("train"):
+                out = self.method.train_step(x, y, self.optimizers)
+        except NonFiniteUpdate as err:
+            self._not_applied(err, "train", f"training step {self.position.step + 1}")
+            return None
+        self.position.skipped_in_a_row["train"] = 0
+        return float(out["train_loss"])
+
+    def _not_applied(self, err: NonFiniteUpdate, kind: str, step: str) -> None:
+        """An update the guard refused: Diverged, or (train.skip_nonfinite) a skip that is logged. Training and
+        hyper steps count their skips in a row apart, so that neither can fail forever behind the other."""
+        pos, limit = self.position, self.config.train.skip_nonfinite
+        where = f"the {err.sub_step} sub-step of {step} (epoch {pos.epoch + 1})"
+        if pos.skipped_in_a_row[kind] >= limit:
+            skipping = (f"after {limit} skipped {kind} updates in a row" if limit else
+                        "or set train.skip_nonfinite=N to skip up to N such updates in a row")
+            raise Diverged(f"{where}: {err.what}; it was not applied and nothing non-finite was saved; "
+                           f"{ADVICE[err.sub_step]}, {skipping}") from err
+        pos.skipped += 1
+        pos.skipped_in_a_row[kind] += 1
+        self.progress.message(f"fastdstn: skipped {where}: {err.what} ({pos.skipped_in_a_row[kind]} {kind} updates "
+                              f"in a row of at most {limit})")
+        if self.records:
+            self.records.tb.add_scalar("train/skipped_updates", pos.skipped, pos.step)
+
+    def _check_finite(self, when: str, *losses: float) -> None:
+        """Diverged unless the network, its statistics, λ, ρ and the given losses are finite: run before
+        anything is saved (one fused check; collective in a distributed run)."""
+        tensors = [*self.model.parameters(), *floating_buffers(self.model), *self.space.parameters()]
+        finite = all_finite(tensors) and all(math.isfinite(v) for v in losses)
+        if self.world.any(not finite):
+            what = "the network or its losses" + (f" (validation {losses[0]:.4g}, test {losses[1]:.4g})"
+                                                  if losses else "")
+            raise Diverged(f"{what} not finite {when}; nothing of it was saved, the last checkpoint holds the run "
+                           f"before it; {ADVICE['general']}")
 
     def _hyper_steps(self, batches_per_epoch: int) -> None:
         pos = self.position
         for _ in range(self.config.train.valid_steps):
             x, y = next(self.valid_stream)
-            with self._context("hyper"):
-                out = self.method.hyper_step(x, y, self.optimizers.hyper)
+            try:
+                with self._context("hyper"):
+                    out = self.method.hyper_step(x, y, self.optimizers.hyper)
+            except NonFiniteUpdate as err:
+                self._not_applied(err, "hyper", f"hyper step {pos.hyper_step + 1} (after training step {pos.step})")
+                continue
+            pos.skipped_in_a_row["hyper"] = 0
             pos.hyper_step += 1
             values, scales = self.space.values(), self.space.scales()
+            if not all(math.isfinite(v) for v in (*values.values(), *scales.values())):
+                raise Diverged(f"λ or σ is not finite after hyper step {pos.hyper_step} (epoch {pos.epoch + 1}): "
+                               f"{values}, σ {scales}; nothing of it was saved; {ADVICE['hyper']}")
             row = {"hyper_step": pos.hyper_step, "step": pos.step, "epoch": pos.epoch + pos.batch / batches_per_epoch,
                    "train_loss": pos.cycle_loss / max(pos.cycle_batches, 1), "val_loss": float(out["val_loss"]),
                    **values, **{f"sigma_{n}": s for n, s in scales.items()}}
@@ -383,19 +460,21 @@ class Trainer:
             loss = self._train_step(x, y)
             pos.step += 1
             pos.batch += 1
-            pos.epoch_loss, pos.epoch_batches = pos.epoch_loss + loss, pos.epoch_batches + 1
-            pos.cycle_loss, pos.cycle_batches = pos.cycle_loss + loss, pos.cycle_batches + 1
+            if loss is not None:    # a skipped step has no loss to average
+                pos.epoch_loss, pos.epoch_batches = pos.epoch_loss + loss, pos.epoch_batches + 1
+                pos.cycle_loss, pos.cycle_batches = pos.cycle_loss + loss, pos.cycle_batches + 1
             if tuning:
                 pos.tuned_steps += 1
                 if pos.tuned_steps % t.train_steps == 0:
                     self._hyper_steps(batches)
-            if self.records and pos.step % t.log_every == 0:
+            if self.records and loss is not None and pos.step % t.log_every == 0:
                 self.records.tb.add_scalar("train/loss", loss, pos.step)
-            self.progress.step(loss, self.space.values())
+            self.progress.step(math.nan if loss is None else loss, self.space.values())
             # Distributed: one 8-byte all-reduce per step, so that a signal that reached one rank stops
             # every rank at the same step (the checkpoint gathers all ranks' states).
             if self.out_dir is not None and self.world.any(self._signal is not None):
                 self.progress.close()
+                self._check_finite(f"at step {pos.step} (epoch {pos.epoch + 1})")
                 raise Interrupted(self._signal or "a signal on another rank", self.save_checkpoint())
 
     def _end_epoch(self, epoch_started: float) -> None:
@@ -406,6 +485,7 @@ class Trainer:
         self.method.sync_buffers()
         val = self.evaluate(self.valid_loader, "valid")
         test = self.evaluate(self.test_loader, "test")
+        self._check_finite(f"after epoch {pos.epoch + 1} (step {pos.step})", val["loss"], test["loss"])
         values = self.space.values()
         epoch_loss, epoch_batches = self.world.sum([pos.epoch_loss, pos.epoch_batches])
         train_loss = epoch_loss / max(epoch_batches, 1)
@@ -430,7 +510,8 @@ class Trainer:
                 tb.add_scalar(f"epoch/{key}", row[key], pos.step)
             if improved:
                 # best.ckpt first, last.ckpt second: a crash in between leaves last.ckpt one epoch behind,
-                # never ahead of a best it does not know about.
+                # never ahead of a best it does not know about. best.ckpt holds weights, λ and ρ only (to
+                # deploy or inspect); last.ckpt and previous.ckpt resume.
                 checkpoint.save({"model": self.model.state_dict(), "space": self.space.state_dict(),
                                  "epoch": pos.epoch, "val_loss": val["loss"], "test_loss": test["loss"]},
                                 self._path("checkpoints", "best.ckpt"))
@@ -449,51 +530,85 @@ class Trainer:
                 f"| val {row['val_loss']:.4f} ({m} {fmt(row[f'val_{m}'])}) | test {row['test_loss']:.4f} "
                 f"({m} {fmt(row[f'test_{m}'])}) | {hypers} | {row['epoch_seconds']:.1f}s")
 
-    def fit(self, resume: bool = False) -> Dict[str, Any]:
-        """Train to the configured number of epochs (or early stop); returns the summary."""
+    def fit(self, resume: bool = False, overwrite: bool = False) -> Dict[str, Any]:
+        """Train to the configured number of epochs (or early stop); returns the summary.
+
+        resume: continue the run in the run directory from its last checkpoint; train.epochs is then the total
+        to reach (at least the epochs done). overwrite: start a new run in a directory that holds files (the
+        previous run's files are deleted). Without either, a directory that holds files is refused, and so is
+        a directory another process is using."""
+        if self.out_dir is None and (resume or overwrite):
+            raise ValueError("resume, overwrite: need the run directory (out_dir)")
         self._started = time.time()
         self._last: Optional[Dict[str, Any]] = None
         self._best_row: Optional[Dict[str, Any]] = None
-        rows = None
-        if self.out_dir is not None:
-            if resume:
-                rows = self.load_checkpoint(self._path("checkpoints", "last.ckpt"))
-                self._best_row = self._read_best_row()
-            if self.world.is_main:
-                os.makedirs(self._path("checkpoints"), exist_ok=True)
-                with open(self._path("config.yaml"), "w") as f:
-                    yaml.safe_dump(self.config.to_dict(), f, sort_keys=False)
-                self.records = Records(self.out_dir, self.names, self.metric, rows,
-                                       purge_step=self.position.step if resume else None)
-        elif resume:
-            raise ValueError("resume: needs the run directory (out_dir) holding checkpoints/last.ckpt")
-        self._started = time.time()
-        self.progress.message(f"fastdstn: mode {self.mode} on {self.device} (ops: {self.op_backend()}); "
-                              f"{describe(self.bundle)}; "
-                              + (f"{self.world.size} processes ({torch.distributed.get_backend()}), batch "
-                                 f"{self.config.data.batch_size} per process; " if self.world.distributed else "")
-                              + f"model {self.config.model.name} with {len(self.names)} hyperparameters"
-                              + (f"; resuming at epoch {self.position.epoch + 1}, batch {self.position.batch}"
-                                 if resume else ""))
         clean_exit = False
         try:
-            with self._signals():
-                while self.position.epoch < self.config.train.epochs and not self.position.stopped_early:
-                    started = time.time()
-                    self._run_epoch()
-                    self._end_epoch(started)
-                    if self.out_dir is not None and self.world.any(self._signal is not None):
-                        clean_exit = True  # world.any is collective: every rank stops here, together
-                        raise Interrupted(self._signal or "a signal on another rank",
-                                          self._path("checkpoints", "last.ckpt"))
-            summary = self._finish()
+            with contextlib.ExitStack() as stack:
+                if self.out_dir is not None:
+                    self._open_run_directory(stack, resume, overwrite)
+                self._started = time.time()
+                self.progress.message(self._start_line(resume))
+                with self._signals():
+                    while self.position.epoch < self.config.train.epochs and not self.position.stopped_early:
+                        started = time.time()
+                        self._run_epoch()
+                        self._end_epoch(started)
+                        if self.out_dir is not None and self.world.any(self._signal is not None):
+                            clean_exit = True  # world.any is collective: every rank stops here, together
+                            raise Interrupted(self._signal or "a signal on another rank",
+                                              self._path("checkpoints", "last.ckpt"))
+                summary = self._finish()
             clean_exit = True
             return summary
         finally:
             self.progress.close()
-            if self.records:
-                self.records.close()
             self.world.close(clean_exit)
+
+    def _open_run_directory(self, stack: contextlib.ExitStack, resume: bool, overwrite: bool) -> None:
+        """Lock the run directory for the run's lifetime (rank 0), prepare it, load the checkpoint on resume,
+        then write config.yaml and open the records: nothing is written before every check has passed."""
+        error: Optional[BaseException] = None
+        removed: List[str] = []
+        if self.world.is_main:
+            try:
+                directory = stack.enter_context(RunDirectory(self.out_dir))
+                removed = directory.prepare(resume, overwrite)
+            except (RunDirectoryError, OSError) as err:
+                error = err
+        if self.world.any(error is not None):    # every rank stops when rank 0 cannot have the directory
+            raise error if error is not None else RunDirectoryError(
+                f"rank 0 could not open the run directory {self.out_dir}")
+        if removed:
+            self.progress.message(f"fastdstn: removed {len(removed)} temporary file(s) a killed run left: "
+                                  f"{', '.join(os.path.basename(p) for p in removed)}")
+        rows = self._resume() if resume else None
+        done = self.position.epoch
+        if resume and self.config.train.epochs < done:
+            raise ConfigError(f"train.epochs: the run in {self.out_dir} has completed {done} epochs; with --resume "
+                              f"train.epochs (--epochs) is the total to reach, so at least {done}, received "
+                              f"{self.config.train.epochs}")
+        if not self.world.is_main:
+            return
+        self.records = Records(self.out_dir, self.names, self.metric, rows,
+                               purge_step=self.position.step if resume else None)
+        stack.callback(self.records.close)
+        write_text(self._path("config.yaml"), yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+        if resume:
+            self._best_row = self._read_best_row()
+
+    def _start_line(self, resume: bool) -> str:
+        pos, epochs = self.position, self.config.train.epochs
+        if resume and (pos.epoch >= epochs or pos.stopped_early):
+            where = f"; the run has finished ({pos.epoch} of {epochs} epochs), nothing to train"
+        elif resume:
+            where = f"; resuming at epoch {pos.epoch + 1}, batch {pos.batch}"
+        else:
+            where = ""
+        return (f"fastdstn: mode {self.mode} on {self.device} (ops: {self.op_backend()}); {describe(self.bundle)}; "
+                + (f"{self.world.size} processes ({torch.distributed.get_backend()}), batch "
+                   f"{self.config.data.batch_size} per process; " if self.world.distributed else "")
+                + f"model {self.config.model.name} with {len(self.names)} hyperparameters{where}")
 
     def op_backend(self) -> str:
         """Which fastdstn.ops implementation the STN layers run on this device (reference, cpp, triton)."""
@@ -502,20 +617,14 @@ class Trainer:
         return choose("stn_linear", self.device.type)[0]
 
     def _read_best_row(self) -> Optional[Dict[str, Any]]:
-        from .records import read_csv
-
-        path = self._path("metrics.csv")
-        if not os.path.exists(path):
-            return None
-        rows = [r for r in read_csv(path) if int(r["epoch"]) == self.position.best_epoch]
+        rows = [r for r in read_csv(self._path("metrics.csv"), required=("epoch",))
+                if int(r["epoch"]) == self.position.best_epoch]
         return rows[-1] if rows else None
 
     def _finish(self) -> Dict[str, Any]:
         pos = self.position
         last = self._last
         if last is None and self.out_dir is not None:
-            from .records import read_csv
-
             metrics = read_csv(self._path("metrics.csv"))
             last = metrics[-1] if metrics else None
         m = self.metric
@@ -530,12 +639,12 @@ class Trainer:
                    "op_backend": self.op_backend(),
                    "epochs": pos.epoch, "steps": pos.step, "hyper_steps": pos.hyper_step,
                    "wall_time_s": round(self._elapsed(), 2), "stopped_early": pos.stopped_early,
+                   "skipped_updates": pos.skipped,
                    "final": pick(last), "best": pick(self._best_row),
                    "final_hypers": self.space.values(), "final_sigmas": self.space.scales(),
                    "initial_hypers": {h.name: h.init for h in self.space.hypers}}
         if self.out_dir is not None and self.world.is_main:
-            with open(self._path("summary.json"), "w") as f:
-                json.dump(summary, f, indent=2)
+            write_text(self._path("summary.json"), json.dumps(summary, indent=2))
             from .plot import plot_run
 
             summary["plot"] = plot_run(self.out_dir)
@@ -543,8 +652,11 @@ class Trainer:
 
 
 def config_from_run(run_dir: str) -> RunConfig:
+    """The configuration a run directory recorded (ConfigError naming config.yaml when it is damaged)."""
     path = os.path.join(run_dir, "config.yaml")
     if not os.path.exists(path):
         raise FileNotFoundError(f"{run_dir}: no config.yaml; is it a fastdstn run directory?")
-    with open(path) as f:
-        return from_dict(yaml.safe_load(f))
+    try:
+        return from_dict(read_file(path))
+    except ConfigError as err:
+        raise ConfigError(f"{path} is damaged or edited: {err}") from err
