@@ -38,7 +38,7 @@ def _repeat_heads(t: Optional[Tensor], groups: int) -> Optional[Tensor]:
 
 
 def sdpa_or_dual(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,
-                 dropout_p: float = 0.0, is_causal: bool = False, scale: Optional[float] = None,
+                 dropout_p: float = 0.0, is_causal: bool = False, *, scale: Optional[float] = None,
                  enable_gqa: bool = False) -> Tensor:
     """scaled_dot_product_attention, through attention_dual when q, k or v carries a forward-AD tangent."""
     (q, qt), (k, kt), (v, vt) = split_dual(query), split_dual(key), split_dual(value)

@@ -109,7 +109,7 @@ def _check(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_caus
         if q.dim() < 3:
             raise ValueError(f"dropout_rate: needs the examples along dim 0 of q, which has only the (T, d) dims: "
                              f"{_describe(q)}")
-        checks.check_rate(dropout_rate, q.shape[0])
+        checks.check_rate(dropout_rate, q.shape[0], "dropout_rate")
         if dropout_rate.device != q.device:
             raise ValueError(f"dropout_rate: expected device {q.device} (the device of q), received "
                              f"{_describe(dropout_rate)}")

@@ -48,20 +48,25 @@ def _mul_hi_lo(x: Tensor, a: int) -> Tuple[Tensor, Tensor]:
     return mid >> 16, ((mid & 0xFFFF) << 16) | (low & 0xFFFF)
 
 
-def philox_uniform(seed: int, c0: Tensor, c1: Tensor, c2: Tensor) -> Tensor:
-    """Uniform float32 numbers in [0, 1): Philox4x32-10 of the counter (c0, c1, c2, 0) under the 64-bit key
-    `seed`, first output word, mapped to a float as `tl.uint_to_uniform_float` does. c0, c1, c2: int64
-    tensors of 32-bit values, broadcast together. Equal, number for number, to `tl.philox(seed, c0, c1, c2, 0)`."""
+def philox(seed: int, c0: Tensor, c1: Tensor, c2: Tensor, c3: Tensor) -> Tensor:
+    """The first output word of Philox4x32-10 for the counter (c0, c1, c2, c3) under the 64-bit key `seed`
+    (low word first), as int64 tensors holding 32-bit values, broadcast together: `tl.philox`'s first result."""
     k0, k1 = seed & _M32, (seed >> 32) & _M32
-    c0, c1, c2 = torch.broadcast_tensors(c0, c1, c2)
-    c3 = torch.zeros_like(c0)
+    c0, c1, c2, c3 = torch.broadcast_tensors(c0, c1, c2, c3)
     for _ in range(10):
         hi_b, lo_b = _mul_hi_lo(c2, _ROUND_B)
         hi_a, lo_a = _mul_hi_lo(c0, _ROUND_A)
         c0, c1, c2, c3 = hi_b ^ c1 ^ k0, lo_b, hi_a ^ c3 ^ k1, lo_a
         k0, k1 = (k0 + _KEY_A) & _M32, (k1 + _KEY_B) & _M32
+    return c0
+
+
+def philox_uniform(seed: int, c0: Tensor, c1: Tensor, c2: Tensor) -> Tensor:
+    """Uniform float32 numbers in [0, 1) from the counter (c0, c1, c2, 0): `philox` mapped to a float as
+    `tl.uint_to_uniform_float` does, so equal, number for number, to what the Triton kernel draws."""
+    word = philox(seed, c0, c1, c2, torch.zeros((), dtype=torch.int64, device=c0.device))
     # Read as int32 and fold the negative half onto [0, 2^31): x if x < 2^31, else ~x = 2^32 − 1 − x.
-    folded = torch.where(c0 >= 1 << 31, _M32 - c0, c0)
+    folded = torch.where(word >= 1 << 31, _M32 - word, word)
     return folded.to(torch.float32) * _UNIFORM_SCALE
 
 

@@ -46,25 +46,37 @@ Tensor = torch.Tensor
 
 DEVICE_TYPES = ("cuda",)
 
-# (BLOCK_M, BLOCK_N, num_warps, num_stages). The forward keeps two output accumulators and the q and q̇
-# tiles in registers, twice flash attention's forward, hence BLOCK_M ≤ 64 at 4 warps. Checked to compile for
-# sm_80/sm_90 (`python -m fastdstn.kernels.compile_check --only attention`); no config was timed: no GPU was
-# lent while they were written.
-FWD_CONFIGS = [(64, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 2), (128, 32, 8, 3), (64, 64, 8, 3)]
-BWD_CONFIGS = [(64, 64, 4, 2), (32, 64, 4, 2), (64, 32, 4, 3), (128, 64, 8, 2)]
-PINNED_GPU = {"fwd": (64, 64, 4, 2), "bwd": (64, 64, 4, 2)}
+# (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel; BLOCK_M tiles the queries, BLOCK_N the keys.
+# Chosen from the register report of `python -m fastdstn.kernels.compile_check --only attention --all-configs`
+# (sm_90 cubins built here without a GPU, bf16, head size 64): every config below compiles without spilling
+# for the unmasked, masked and dropout variants at d = 64, except fwd 64x64 w4 (40-128 bytes of stack with a
+# mask or dropout), kept for the plain case. At d = 128 most configs spill 16-1000 bytes (the forward keeps
+# two output accumulators and the q, q̇ tiles live: twice flash attention's state); 32x32 dkdv does not.
+# None was timed: no GPU was lent while they were chosen; the autotuner picks among them on the GPU.
+CONFIGS = {
+    "fwd": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2), (128, 64, 8, 2), (64, 64, 8, 2)],
+    "dkdv": [(64, 32, 4, 2), (32, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2), (32, 128, 8, 2)],
+    "dq": [(64, 64, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2), (128, 32, 8, 2), (64, 64, 4, 2)],
+}
+# FASTDSTN_TRITON_PIN=1 on a GPU (tests): the least-spilling config of each kernel at d = 64 and 128.
+PINNED_GPU = {"fwd": (64, 32, 4, 2), "dkdv": (32, 32, 4, 2), "dq": (64, 64, 8, 2)}
 # Under the interpreter (~4 ms per program × key step): 16-row tiles let small test shapes span several tiles.
 PINNED_INTERPRETER = (16, 16, 4, 1)
 
 
-def _configs(kind: str) -> List[triton.Config]:
+def _configs(kind: str) -> List[Tuple[int, int, int, int]]:
+    """The (BLOCK_M, BLOCK_N, num_warps, num_stages) the autotuner of a kernel ("fwd", "dkdv", "dq") tries:
+    one when pinned (interpreter, FASTDSTN_TRITON_PIN=1)."""
     if _config.interpreting():
-        specs = [PINNED_INTERPRETER]
-    elif _config.pinned():
-        specs = [PINNED_GPU[kind]]
-    else:
-        specs = FWD_CONFIGS if kind == "fwd" else BWD_CONFIGS
-    return [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=s) for m, n, w, s in specs]
+        return [PINNED_INTERPRETER]
+    if _config.pinned():
+        return [PINNED_GPU[kind]]
+    return CONFIGS[kind]
+
+
+def _tuned(kind: str, key: List[str], kernel):
+    configs = [triton.Config(dict(BLOCK_M=m, BLOCK_N=n), num_warps=w, num_stages=s) for m, n, w, s in _configs(kind)]
+    return triton.autotune(configs=configs, key=["D", "DV", "HAS_MASK", "CAUSAL", "DROPOUT"] + key)(kernel)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -305,12 +317,9 @@ def _attention_bwd_dq_kernel(
              (dq * scale).to(dq_ptr.dtype.element_ty), mask=q_mask)
 
 
-_KEY = ["D", "DV", "HAS_MASK", "CAUSAL", "DROPOUT"]
-_attention_fwd = triton.autotune(configs=_configs("fwd"), key=_KEY + ["HAS_QT", "HAS_KT", "HAS_VT"])(
-    _attention_fwd_kernel)
-_attention_bwd_dkdv = triton.autotune(configs=_configs("bwd"), key=_KEY + ["NEED_DK", "NEED_DV"])(
-    _attention_bwd_dkdv_kernel)
-_attention_bwd_dq = triton.autotune(configs=_configs("bwd"), key=_KEY)(_attention_bwd_dq_kernel)
+_attention_fwd = _tuned("fwd", ["HAS_QT", "HAS_KT", "HAS_VT"], _attention_fwd_kernel)
+_attention_bwd_dkdv = _tuned("dkdv", ["NEED_DK", "NEED_DV"], _attention_bwd_dkdv_kernel)
+_attention_bwd_dq = _tuned("dq", [], _attention_bwd_dq_kernel)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -530,3 +539,23 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = Non
     _config.check_device(q, k, v, attn_mask, dropout_rate)
     return torch.ops.fastdstn.attention(q, k, v, attn_mask, is_causal, _scale(q, scale), _rate(dropout_rate),
                                         seed)[0]
+
+
+def compile_variants(dtype: str, all_configs: bool):
+    """(label, kernel, constexprs, pointer dtypes, launch options) of each attention kernel variant for
+    `python -m fastdstn.kernels.compile_check`: head size 64 and 128; causal without mask or dropout, with an
+    additive mask, and with dropout; every tangent (forward) and gradient (backward) present."""
+    precision = "tf32" if dtype == "fp32" else "ieee"
+    pointers = {"*": dtype, "mask_ptr": "fp32", "rate_ptr": "fp32", "lse_ptr": "fp32", "delta_ptr": "fp32"}
+    kernels = (("fwd", _attention_fwd_kernel, dict(HAS_QT=True, HAS_KT=True, HAS_VT=True)),
+               ("dkdv", _attention_bwd_dkdv_kernel, dict(NEED_DK=True, NEED_DV=True)),
+               ("dq", _attention_bwd_dq_kernel, {}))
+    for head in (64, 128):
+        for variant, mask, dropout in (("causal", False, False), ("mask", True, False), ("dropout", False, True)):
+            flags = dict(HAS_MASK=mask, CAUSAL=not mask, DROPOUT=dropout, PRECISION=precision, ACC=tl.float32,
+                         BLOCK_D=head, BLOCK_DV=head)
+            for kind, kernel, extra in kernels:
+                for m, n, warps, stages in (CONFIGS[kind] if all_configs else [PINNED_GPU[kind]]):
+                    yield (f"attention_{kind} d{head} {variant} {dtype} {m}x{n} w{warps} s{stages}", kernel,
+                           dict(flags, BLOCK_M=m, BLOCK_N=n, **extra), pointers,
+                           dict(num_warps=warps, num_stages=stages))
