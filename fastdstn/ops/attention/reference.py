@@ -10,9 +10,9 @@ same leading dims (examples first); attn_mask broadcastable to (..., Tq, Tk), bo
 
 Memory: the work runs over blocks of query rows, so no (Tq, Tk) matrix of all heads ever exists at once (the
 block holds at most `BLOCK_ELEMENTS` scores). When no gradient is needed w.r.t. the primal q, k, v or the mask
-(Δ-STN's steps: the primal is frozen), a custom autograd Function keeps only q, k, v, O and the per-row
-log-sum-exp for the backward, which recomputes P blockwise: O(T·d) memory instead of forward-mode AD's
-O(T²) per head. Otherwise autograd records the blockwise computation (differentiable w.r.t. everything).
+(Δ-STN's steps: the primal is frozen), a custom autograd Function keeps only O (beside the inputs) for the
+backward, which recomputes P blockwise: O(T·d) memory instead of forward-mode AD's O(T²) per head.
+Otherwise autograd records the blockwise computation (differentiable w.r.t. everything).
 
 Dropout: the keep mask of element (n, i, j) (n the flattened index of the leading dims) is a function of
 (seed, n, i, j) alone: Philox4x32-10 with key `seed` and counter (j, i, n, 0), the same numbers Triton's
@@ -27,10 +27,11 @@ import torch
 
 Tensor = torch.Tensor
 
-# Scores per block (all heads and examples × rows × keys). About 6 block-sized temporaries live at once
-# (S, P, Ṡ, P⊙Ṡ, the keep mask, a product), so 2^20 elements keep the transient memory near 24 MB in fp32.
-# Throughput was flat from 2^18 to 2^22 (benchmarks/bench_attention.py --block-sweep).
-BLOCK_ELEMENTS = 1 << 20
+# Scores per block (all heads and examples × rows × keys). Forward + tangent backward at T = 2048, 2 heads,
+# d = 64, 1 thread (`python benchmarks/bench_attention.py --threads 1 --block-sweep`, benchmarks/
+# RESULTS_attention.md): 646 ms at 2^18, 669 at 2^20, 646 at 2^22, but 1088 at 2^16 and 929 at 2^24; the peak
+# memory grows with the block (13, 25, 73 MB). 2^18 is the smallest block at full speed.
+BLOCK_ELEMENTS = 1 << 18
 
 # Philox4x32-10 constants (Salmon et al. 2011; the ones triton.language.random uses).
 _M32 = 0xFFFFFFFF
@@ -77,7 +78,7 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 class _Problem:
     """One attention call's fixed data: the operands in the working dtype, the mask, the scale and the dropout
-    draw; `scores(rows)` and `keep(rows)` give a block of query rows' S and D."""
+    draw; `scores`, `softmax` and `keep` give a block of query rows' S, P and D."""
 
     def __init__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
                  scale: Optional[float], dropout_rate: Optional[Tensor], seed: int) -> None:
@@ -106,7 +107,7 @@ class _Problem:
     def scores(self, q_rows: Tensor, rows: slice) -> Tensor:
         """S for the query rows `rows` (q_rows = q[..., rows, :], which may carry autograd history)."""
         stop = self.key_stop(rows)
-        s = (q_rows @ self.k[..., :stop, :].transpose(-1, -2)) * self.scale
+        s = (q_rows * self.scale) @ self.k[..., :stop, :].transpose(-1, -2)
         if self.mask is not None:
             s = s + self.mask[..., rows, :stop] if self.mask.shape[-2] != 1 else s + self.mask[..., :stop]
         if self.is_causal:
@@ -114,6 +115,17 @@ class _Problem:
             j = torch.arange(stop, device=s.device)[None, :]
             s = s.masked_fill(j > i, float("-inf"))
         return s
+
+    def softmax(self, s: Tensor, rows: slice) -> Tensor:
+        """P of the block's scores. A row without any attended key (its mask all −inf) gets P = 0, as torch's
+        SDPA gives (softmax alone would give NaN); causal rows always attend key 0."""
+        p = torch.softmax(s, -1)
+        if self.mask is not None:
+            mask_rows = self.mask[..., rows, :] if self.mask.shape[-2] != 1 else self.mask
+            empty = torch.isneginf(mask_rows).all(-1, keepdim=True)
+            if bool(empty.any()):
+                p = p.masked_fill(empty, 0.0)
+        return p
 
     def keep(self, rows: slice) -> Optional[Tensor]:
         """The scaled keep mask D (1/(1 − p) where kept, 0 where dropped) of the block, or None without dropout."""
@@ -134,55 +146,45 @@ class _Problem:
         return [slice(start, min(start + rows, self.tq)) for start in range(0, self.tq, rows)]
 
 
-def _softmax(s: Tensor) -> Tuple[Tensor, Tensor]:
-    """(P, log-sum-exp) of the rows of s. A row without any attended key (all −inf) gets P = 0, as torch's
-    SDPA gives, and log-sum-exp +inf, so that exp(S − lse) recomputes that zero row in the backward."""
-    m = s.amax(-1, keepdim=True)
-    m = torch.where(torch.isneginf(m), torch.zeros_like(m), m)
-    e = torch.exp(s - m)
-    total = e.sum(-1, keepdim=True)
-    p = e / torch.where(total == 0, torch.ones_like(total), total)
-    lse = torch.where(total == 0, torch.full_like(total, float("inf")), m + torch.log(total))
-    return p, lse.squeeze(-1)
-
-
-def _dual_forward(pb: _Problem, q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional[Tensor],
-                  vt: Optional[Tensor], tangent: bool) -> Tuple[Tensor, Optional[Tensor], Tensor]:
-    """(O, Ȯ or None, log-sum-exp) block by block, in the working dtype. q, k, v (and the tangents) may carry
-    autograd history: this is also the differentiable path. k, v, kt, vt are the full key set."""
-    outs, outs_t, lses = [], [], []
+def _dual_forward(pb: _Problem, qt: Optional[Tensor], kt: Optional[Tensor], vt: Optional[Tensor],
+                  tangent: bool) -> Tuple[Tensor, Optional[Tensor]]:
+    """(O, Ȯ or None) block by block, in the working dtype. The operands (pb.q, pb.k, pb.v and the tangents)
+    may carry autograd history: this is also the differentiable path."""
+    q, k, v = pb.q, pb.k, pb.v
+    dv = v.shape[-1]
+    # Ṡ = scale·(Q̇·Kᵀ + Q·K̇ᵀ) as one product with twice the inner size: [Q̇ | Q]·[K | K̇]ᵀ; and
+    # (P⊙D)·[V | V̇] gives O and the V̇ term of Ȯ in one product.
+    left = right = None
+    if tangent and qt is not None and kt is not None:
+        left, right = torch.cat([qt, q], -1) * pb.scale, torch.cat([k, kt], -1)
+    elif tangent and qt is not None:
+        left, right = qt * pb.scale, k
+    elif tangent and kt is not None:
+        left, right = q * pb.scale, kt
+    values = torch.cat([v, vt], -1) if tangent and vt is not None else v
+    outs, outs_t = [], []
     for rows in pb.row_blocks():
         stop = pb.key_stop(rows)
-        q_rows = q[..., rows, :]
-        p, lse = _softmax(pb.scores(q_rows, rows))
+        p = pb.softmax(pb.scores(q[..., rows, :], rows), rows)
         keep = pb.keep(rows)
         pd = p if keep is None else p * keep
-        v_cols = v[..., :stop, :]
-        o = pd @ v_cols
+        pv = pd @ values[..., :stop, :]
+        o = pv[..., :dv]
         outs.append(o)
-        lses.append(lse)
         if not tangent:
             continue
-        ot = torch.zeros_like(o)
-        if qt is not None or kt is not None:
-            st = 0
-            if qt is not None:
-                st = qt[..., rows, :] @ k[..., :stop, :].transpose(-1, -2)
-            if kt is not None:
-                st = st + q_rows @ kt[..., :stop, :].transpose(-1, -2)
-            st = st * pb.scale
-            r = (p * st).sum(-1, keepdim=True)
-            # (P ⊙ (Ṡ − r) ⊙ D)·V = (P ⊙ D ⊙ Ṡ)·V − r·O
-            ot = (pd * st) @ v_cols - r * o
-        if vt is not None:
-            ot = ot + pd @ vt[..., :stop, :]
+        ot = pv[..., dv:] if vt is not None else torch.zeros_like(o)
+        if left is not None:
+            pst = p * (left[..., rows, :] @ right[..., :stop, :].transpose(-1, -2))
+            r = pst.sum(-1, keepdim=True)
+            # (P ⊙ (Ṡ − r) ⊙ D)·V = (P ⊙ Ṡ ⊙ D)·V − r·O
+            ot = ot + (pst if keep is None else pst * keep) @ v[..., :stop, :] - r * o
         outs_t.append(ot)
-    o = torch.cat(outs, -2)
-    return o, (torch.cat(outs_t, -2) if tangent else None), torch.cat(lses, -1)
+    return torch.cat(outs, -2), (torch.cat(outs_t, -2) if tangent else None)
 
 
-def _backward(pb: _Problem, o: Tensor, lse: Tensor, grad: Tensor,
-              needs: Tuple[bool, bool, bool]) -> Tuple[Optional[Tensor], ...]:
+@torch.no_grad()
+def _backward(pb: _Problem, o: Tensor, grad: Tensor, needs: Tuple[bool, bool, bool]) -> Tuple[Optional[Tensor], ...]:
     """The attention backward at the primal point, for the cotangent `grad` of an output that is (P ⊙ D)·X:
     X = V for the primal output O (gradients of q, k, v) and, because Ȯ is linear in (Q̇, K̇, V̇) with the same
     coefficients, X = V̇ for the tangent Ȯ (gradients of q̇, k̇, v̇). `o` is the primal output O.
@@ -194,20 +196,19 @@ def _backward(pb: _Problem, o: Tensor, lse: Tensor, grad: Tensor,
     dq_blocks = []
     dk = torch.zeros_like(pb.k) if need_k else None
     dv = torch.zeros_like(pb.v) if need_v else None
-    delta = (grad * o.to(pb.work)).sum(-1, keepdim=True)
+    delta = (grad * o).sum(-1, keepdim=True)
     for rows in pb.row_blocks():
         stop = pb.key_stop(rows)
         q_rows, g_rows = pb.q[..., rows, :], grad[..., rows, :]
-        p = torch.exp(pb.scores(q_rows, rows) - lse[..., rows, None])
+        p = pb.softmax(pb.scores(q_rows, rows), rows)
         keep = pb.keep(rows)
         if need_v:
-            pd = p if keep is None else p * keep
-            dv[..., :stop, :] += pd.transpose(-1, -2) @ g_rows
+            dv[..., :stop, :] += (p if keep is None else p * keep).transpose(-1, -2) @ g_rows
         if need_q or need_k:
-            dp = g_rows @ pb.v[..., :stop, :].transpose(-1, -2)
+            ds = g_rows @ pb.v[..., :stop, :].transpose(-1, -2)
             if keep is not None:
-                dp = dp * keep
-            ds = p * (dp - delta[..., rows, :]) * pb.scale
+                ds.mul_(keep)
+            ds.sub_(delta[..., rows, :]).mul_(p).mul_(pb.scale)
             if need_q:
                 dq_blocks.append(ds @ pb.k[..., :stop, :])
             if need_k:
@@ -217,48 +218,49 @@ def _backward(pb: _Problem, o: Tensor, lse: Tensor, grad: Tensor,
 
 
 class _TangentPath(torch.autograd.Function):
-    """attention_dual when only the tangents need gradients: keeps O and the log-sum-exp (and the inputs)
-    for the backward, which recomputes P blockwise and returns the gradients of (q̇, k̇, v̇)."""
+    """attention_dual when only the tangents need gradients: keeps O (and the inputs) for the backward, which
+    recomputes P blockwise and returns the gradients of (q̇, k̇, v̇)."""
 
     @staticmethod
     def forward(ctx, q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed):
         pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
         tangents = [None if t is None else t.to(pb.work) for t in (qt, kt, vt)]
-        o, ot, lse = _dual_forward(pb, pb.q, pb.k, pb.v, *tangents, tangent=True)
+        o, ot = _dual_forward(pb, *tangents, tangent=True)
         ctx.problem = pb
         ctx.dtypes = [None if t is None else t.dtype for t in (qt, kt, vt)]
-        ctx.save_for_backward(o, lse)
-        ctx.mark_non_differentiable(o)
-        return o.to(q.dtype), ot.to(q.dtype)
+        ctx.save_for_backward(o)
+        out = o.to(q.dtype)
+        ctx.mark_non_differentiable(out)
+        return out, ot.to(q.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_o, grad_ot):
-        o, lse = ctx.saved_tensors
+        (o,) = ctx.saved_tensors
         needs = tuple(bool(n) for n in ctx.needs_input_grad[3:6])
-        grads = _backward(ctx.problem, o, lse, grad_ot, needs) if any(needs) else (None, None, None)
+        grads = _backward(ctx.problem, o, grad_ot, needs) if any(needs) else (None, None, None)
         tangent_grads = [None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)]
         return (None, None, None, *tangent_grads, None, None, None, None, None)
 
 
 class _Attention(torch.autograd.Function):
-    """attention (primal only) when the mask needs no gradient: keeps O and the log-sum-exp (and the inputs)
-    for the blockwise backward of (q, k, v)."""
+    """attention (primal only) when the mask needs no gradient: keeps O (and the inputs) for the blockwise
+    backward of (q, k, v)."""
 
     @staticmethod
     def forward(ctx, q, k, v, attn_mask, is_causal, scale, dropout_rate, seed):
         pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
-        o, _, lse = _dual_forward(pb, pb.q, pb.k, pb.v, None, None, None, tangent=False)
+        o, _ = _dual_forward(pb, None, None, None, tangent=False)
         ctx.problem = pb
         ctx.dtypes = (q.dtype, k.dtype, v.dtype)
-        ctx.save_for_backward(o, lse)
+        ctx.save_for_backward(o)
         return o.to(q.dtype)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_o):
-        o, lse = ctx.saved_tensors
-        grads = _backward(ctx.problem, o, lse, grad_o, tuple(bool(n) for n in ctx.needs_input_grad[:3]))
+        (o,) = ctx.saved_tensors
+        grads = _backward(ctx.problem, o, grad_o, tuple(bool(n) for n in ctx.needs_input_grad[:3]))
         return (*[None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)],
                 None, None, None, None, None)
 
@@ -276,7 +278,7 @@ def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Op
         return _TangentPath.apply(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed)
     pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
     tangents = [None if t is None else t.to(pb.work) for t in (qt, kt, vt)]
-    o, ot, _ = _dual_forward(pb, pb.q, pb.k, pb.v, *tangents, tangent=True)
+    o, ot = _dual_forward(pb, *tangents, tangent=True)
     return o.to(q.dtype), ot.to(q.dtype)
 
 
@@ -286,4 +288,4 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = Non
     if not _needs_graph(attn_mask):
         return _Attention.apply(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
     pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
-    return _dual_forward(pb, pb.q, pb.k, pb.v, None, None, None, tangent=False)[0].to(q.dtype)
+    return _dual_forward(pb, None, None, None, tangent=False)[0].to(q.dtype)
