@@ -47,19 +47,21 @@ Tensor = torch.Tensor
 DEVICE_TYPES = ("cuda",)
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel; BLOCK_M tiles the queries, BLOCK_N the keys.
-# Chosen from the register report of `python -m fastdstn.kernels.compile_check --only attention --all-configs`
-# (sm_90 cubins built here without a GPU, bf16, head size 64): every config below compiles without spilling
-# for the unmasked, masked and dropout variants at d = 64, except fwd 64x64 w4 (40-128 bytes of stack with a
-# mask or dropout), kept for the plain case. At d = 128 most configs spill 16-1000 bytes (the forward keeps
-# two output accumulators and the q, q̇ tiles live: twice flash attention's state); 32x32 dkdv does not.
-# None was timed: no GPU was lent while they were chosen; the autotuner picks among them on the GPU.
+# Chosen from the register report of `python -m fastdstn.kernels.compile_check --arch 90 --dtype bf16
+# --all-configs --only attention` (sm_90 cubins built here without a GPU) over the causal, masked and dropout
+# variants. Head size 64: none spills, except fwd 64x64 w4 (40-152 bytes of stack with a mask or dropout),
+# kept for the plain case. Head size 128 (the forward keeps two output accumulators and the q, q̇ tiles:
+# twice flash attention's live state): only fwd 32x32 w8, dkdv 32x32 w4 and dq 32x64 / 64x32 w8 are free of
+# spills; the others spill 16-1600 bytes. None was timed: no GPU was lent while they were chosen; the
+# autotuner picks among them on the GPU.
 CONFIGS = {
-    "fwd": [(64, 32, 4, 2), (64, 64, 4, 2), (128, 32, 8, 2), (128, 64, 8, 2), (64, 64, 8, 2)],
+    "fwd": [(64, 32, 4, 2), (128, 32, 8, 2), (64, 64, 4, 2), (32, 32, 8, 2)],
     "dkdv": [(64, 32, 4, 2), (32, 32, 4, 2), (32, 64, 4, 2), (64, 64, 8, 2), (32, 128, 8, 2)],
-    "dq": [(64, 64, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2), (128, 32, 8, 2), (64, 64, 4, 2)],
+    "dq": [(64, 64, 8, 2), (64, 32, 4, 2), (32, 64, 4, 2), (128, 32, 8, 2), (32, 64, 8, 2), (64, 32, 8, 2)],
 }
-# FASTDSTN_TRITON_PIN=1 on a GPU (tests): the least-spilling config of each kernel at d = 64 and 128.
-PINNED_GPU = {"fwd": (64, 32, 4, 2), "dkdv": (32, 32, 4, 2), "dq": (64, 64, 8, 2)}
+# FASTDSTN_TRITON_PIN=1 on a GPU (tests): per kernel, a config free of spills in bf16 at head sizes 64 and 128
+# on sm_80 and sm_90 (`compile_check --only attention`; with fp32 storage the forward spills 48-216 bytes at 128).
+PINNED_GPU = {"fwd": (32, 32, 8, 2), "dkdv": (32, 32, 4, 2), "dq": (32, 64, 8, 2)}
 # Under the interpreter (~4 ms per program × key step): 16-row tiles let small test shapes span several tiles.
 PINNED_INTERPRETER = (16, 16, 4, 1)
 
