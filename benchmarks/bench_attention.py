@@ -193,14 +193,15 @@ def block_sweep(args) -> List[str]:
 
 def routing_overhead(args) -> List[str]:
     """What entering dual_attention() costs a Δ-STN step of a model without attention (benchmarks/cases.py's
-    workloads): the same step with SelfTuning._forward_dual's routing on and off, interleaved."""
+    workloads; the small MLP alone with --smoke): the same step with routing on and off, interleaved."""
     import cases
     from fastdstn.method import steps
 
     routed = steps.dual_attention
     lines = ["| model | step | routing on ms (p20–p80) | off ms | on / off |", "|---|---|---|---|---|"]
     print("\n".join(lines), flush=True)
-    for name, workload in cases.WORKLOADS.items():
+    workloads = {"mlp": cases.WORKLOADS["mlp"]} if args.smoke else cases.WORKLOADS
+    for workload in workloads.values():
         work = workload(small=args.smoke)
         for step_name, linearized in (("delta:train", False), ("delta:hyper_lin", True)):
             train, hyper = work.stn("delta", linearized_hyper=linearized)
