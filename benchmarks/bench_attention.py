@@ -20,7 +20,7 @@ torch.profiler's allocation events on CPU and torch.cuda.max_memory_allocated on
     python benchmarks/bench_attention.py --smoke                 # seconds: every provider once, tiny shapes
     python benchmarks/bench_attention.py                         # CPU table, T = 128 ... 4096
     python benchmarks/bench_attention.py --write                 # also append it to RESULTS_attention.md
-    python benchmarks/bench_attention.py --block-sweep           # the reference's block size, T = 2048
+    python benchmarks/bench_attention.py --block-sweep           # the reference's block size, T = 4096
     python benchmarks/bench_attention.py --routing-overhead      # Δ-STN steps without attention, routing on/off
     python benchmarks/bench_attention.py --gpu --write           # GPU table (needs CUDA)
 """
@@ -172,22 +172,22 @@ def table(args, device: str) -> List[str]:
 
 
 def block_sweep(args) -> List[str]:
-    """The reference's time at one length for several scores-per-block budgets (reference.BLOCK_ELEMENTS)."""
-    length = 2048 if not args.smoke else 128
+    """The reference's time and memory at one length for several query rows per block (reference.BLOCK_ROWS)."""
+    length = 4096 if not args.smoke else 128
     q, k, v, qt, kt, vt, g = operands(args.batch, args.heads, length, args.head_dim, torch.float32, "cpu")
     step = dual_step("reference", q, k, v, qt, kt, vt, g, args.causal)
-    chosen = reference.BLOCK_ELEMENTS
-    lines = [f"| BLOCK_ELEMENTS | dual ms at T={length} (p20–p80) | peak MB |", "|---|---|---|"]
+    chosen = reference.BLOCK_ROWS
+    lines = [f"| BLOCK_ROWS | dual ms at T={length} (p20–p80) | peak MB |", "|---|---|---|"]
     print("\n".join(lines), flush=True)
     try:
-        for exponent in (16, 18, 20, 22, 24):
-            reference.BLOCK_ELEMENTS = 1 << exponent
+        for rows in (32, 64, 128, 256, 512):
+            reference.BLOCK_ROWS = rows
             (median, p20, p80), = measure({"dual": step}, args.rounds, "cpu").values()
-            row = f"| 2^{exponent} | {median:.2f} ({p20:.2f}–{p80:.2f}) | {peak_bytes(step, 'cpu') / 2 ** 20:.1f} |"
+            row = f"| {rows} | {median:.2f} ({p20:.2f}–{p80:.2f}) | {peak_bytes(step, 'cpu') / 2 ** 20:.1f} |"
             print(row, flush=True)
             lines.append(row)
     finally:
-        reference.BLOCK_ELEMENTS = chosen
+        reference.BLOCK_ROWS = chosen
     return lines
 
 

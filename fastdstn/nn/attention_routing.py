@@ -34,7 +34,7 @@ _SDPA = torch._C._nn.scaled_dot_product_attention
 
 
 def _repeat_heads(t: Optional[Tensor], groups: int) -> Optional[Tensor]:
-    return None if t is None or groups == 1 else t.repeat_interleave(groups, dim=-3)
+    return None if t is None else t.repeat_interleave(groups, dim=-3)
 
 
 def sdpa_or_dual(query: Tensor, key: Tensor, value: Tensor, attn_mask: Optional[Tensor] = None,

@@ -50,7 +50,7 @@ MASKS = {
 @pytest.fixture(autouse=True)
 def small_blocks(monkeypatch):
     """Blocks of a few query rows, so that every test spans several blocks and a ragged last one."""
-    monkeypatch.setattr(R, "BLOCK_ELEMENTS", 2 * 3 * 5 * 11)
+    monkeypatch.setattr(R, "BLOCK_ROWS", 5)
     with ops.use_backend("reference"):
         yield
 

@@ -97,7 +97,8 @@ def _check(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_caus
             raise ValueError(f"attn_mask: expected a shape that broadcasts to {scores} (the scores), "
                              f"received {_describe(attn_mask)}")
         if attn_mask.device != q.device:
-            raise ValueError(f"attn_mask: expected device {q.device} (the device of q), received {_describe(attn_mask)}")
+            raise ValueError(f"attn_mask: expected device {q.device} (the device of q), "
+                             f"received {_describe(attn_mask)}")
         if is_causal:
             raise ValueError("attn_mask: expected None when is_causal=True (as torch's scaled_dot_product_attention), "
                              f"received {_describe(attn_mask)}")

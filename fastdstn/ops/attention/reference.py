@@ -8,11 +8,11 @@
 Shapes follow torch's scaled_dot_product_attention: q (..., Tq, d), k (..., Tk, d), v (..., Tk, dv), the
 same leading dims (examples first); attn_mask broadcastable to (..., Tq, Tk), bool (True attends) or additive.
 
-Memory: the work runs over blocks of query rows, so no (Tq, Tk) matrix of all heads ever exists at once (the
-block holds at most `BLOCK_ELEMENTS` scores). When no gradient is needed w.r.t. the primal q, k, v or the mask
-(Δ-STN's steps: the primal is frozen), a custom autograd Function keeps only O (beside the inputs) for the
-backward, which recomputes P blockwise: O(T·d) memory instead of forward-mode AD's O(T²) per head.
-Otherwise autograd records the blockwise computation (differentiable w.r.t. everything).
+Memory: the work runs over blocks of `BLOCK_ROWS` query rows (all heads and examples at once), so no (Tq, Tk)
+matrix ever exists: the temporaries are O(BLOCK_ROWS·Tk) per head. When no gradient is needed w.r.t. the
+primal q, k, v or the mask (Δ-STN's steps: the primal is frozen), a custom autograd Function keeps only O
+(beside the inputs) for the backward, which recomputes P blockwise: O(T·d) memory instead of forward-mode
+AD's O(T²) per head. Otherwise autograd records the blockwise computation (differentiable w.r.t. everything).
 
 Dropout: the keep mask of element (n, i, j) (n the flattened index of the leading dims) is a function of
 (seed, n, i, j) alone: Philox4x32-10 with key `seed` and counter (j, i, n, 0), the same numbers Triton's
@@ -27,11 +27,11 @@ import torch
 
 Tensor = torch.Tensor
 
-# Scores per block (all heads and examples × rows × keys). Forward + tangent backward at T = 2048, 2 heads,
-# d = 64, 1 thread (`python benchmarks/bench_attention.py --threads 1 --block-sweep`, benchmarks/
-# RESULTS_attention.md): 646 ms at 2^18, 669 at 2^20, 646 at 2^22, but 1088 at 2^16 and 929 at 2^24; the peak
-# memory grows with the block (13, 25, 73 MB). 2^18 is the smallest block at full speed.
-BLOCK_ELEMENTS = 1 << 18
+# Query rows per block. Forward + tangent backward at T = 4096, batch 1, 2 heads, d = 64, 1 thread
+# (`python benchmarks/bench_attention.py --threads 1 --block-sweep --rounds 7`, benchmarks/RESULTS_attention.md):
+# 3260 / 2910 / 2701 / 2612 / 2598 ms with 32 / 64 / 128 / 256 / 512 rows, peak 24 / 26 / 34 / 50 / 82 MB.
+# Thin blocks make thin, slow products; 128 rows are within 4% of the fastest at 40% of its memory.
+BLOCK_ROWS = 128
 
 # Philox4x32-10 constants (Salmon et al. 2011; the ones triton.language.random uses).
 _M32 = 0xFFFFFFFF
@@ -141,9 +141,7 @@ class _Problem:
         return torch.where(uniform >= self.head_rate.to(torch.float32), 1.0 / (1.0 - p), 0.0)
 
     def row_blocks(self) -> List[slice]:
-        lead = math.prod(self.q.shape[:-2])
-        rows = max(1, min(self.tq, BLOCK_ELEMENTS // max(1, lead * self.tk)))
-        return [slice(start, min(start + rows, self.tq)) for start in range(0, self.tq, rows)]
+        return [slice(start, min(start + BLOCK_ROWS, self.tq)) for start in range(0, self.tq, BLOCK_ROWS)]
 
 
 def _dual_forward(pb: _Problem, qt: Optional[Tensor], kt: Optional[Tensor], vt: Optional[Tensor],
