@@ -26,6 +26,8 @@ def _variants(all_configs: bool, dtypes=("fp32", "bf16")) -> Iterator[Tuple[str,
     """(label, kernel, constexprs, pointer dtypes, launch options) for each compile."""
     import triton.language as tl
 
+    from fastdstn.ops.attention import triton as attention
+
     from . import _config, conv, linear, pointwise
 
     def configs(kind):
@@ -70,6 +72,7 @@ def _variants(all_configs: bool, dtypes=("fp32", "bf16")) -> Iterator[Tuple[str,
                dict(HAS_GT=True, HAS_CT=True, NEED_DG=True, NEED_DGT=True, NEED_DC=True, NEED_DCT=True,
                     BLOCK=pointwise.POINTWISE_BLOCK), {"*": dtype},
                dict(num_warps=pointwise.LSTM_BWD_WARPS, num_stages=2))
+        yield from attention.compile_variants(dtype, all_configs)
 
 
 def _signature(kernel, constexprs: Dict[str, object], pointers: Dict[str, str]) -> Dict[str, str]:
@@ -81,6 +84,8 @@ def _signature(kernel, constexprs: Dict[str, object], pointers: Dict[str, str]) 
             sig[name] = "*" + pointers.get(name, pointers["*"])
         elif name == "seed":
             sig[name] = "i64"
+        elif name == "scale":
+            sig[name] = "fp32"
         else:
             sig[name] = "i32"
     return sig

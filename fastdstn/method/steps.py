@@ -25,6 +25,7 @@ from torch.utils._pytree import tree_map
 from .. import arguments
 from ..hyper.feed import feeding
 from ..hyper.space import HyperSpace
+from ..nn.attention_routing import dual_attention
 from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
 from .guard import Guard
 
@@ -268,7 +269,7 @@ class SelfTuning:
 
     def _forward_dual(self, network: nn.Module, inputs: Tensor, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
-        with fwAD.dual_level(), feeding(eps, dual=True, values=values):
+        with fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_attention():
             return network(inputs, linearize=True)
 
     # ----------------------------------------------------------------- steps

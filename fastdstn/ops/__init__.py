@@ -7,8 +7,10 @@
     stn_embedding(tokens, h, Eg, Er, V) / stn_embedding_dual(tokens, eps, Eg, Er, V)
     lstm_cell_dual(gates, gates_t, c, c_t)                  -> (h, ḣ, c, ċ)
     dropout_dual(x, xt, rate, seed, batch_dim, shared_dims) -> (y, ẏ)
+    attention_dual(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed) -> (O, Ȯ)
+    attention(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)                 -> O
 
-Shapes and formulas: `fastdstn.ops.reference`.
+Shapes and formulas: `fastdstn.ops.reference` (attention: `fastdstn.ops.attention`).
 """
 from __future__ import annotations
 
@@ -18,14 +20,15 @@ import torch
 from torch.nn.modules.utils import _pair
 
 from . import checks, reference
+from .attention import attention, attention_dual
 from .backends import available, current_backend, resolve, use_backend
 
 Tensor = torch.Tensor
 IntPair = Union[int, Sequence[int]]
 
 __all__ = ["stn_linear", "stn_linear_dual", "stn_conv2d", "stn_conv2d_dual", "stn_embedding",
-           "stn_embedding_dual", "lstm_cell_dual", "dropout_dual", "use_backend", "current_backend",
-           "available", "reference"]
+           "stn_embedding_dual", "lstm_cell_dual", "dropout_dual", "attention_dual", "attention",
+           "use_backend", "current_backend", "available", "reference"]
 
 
 def stn_linear(x: Tensor, h: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tensor, br: Optional[Tensor],

@@ -83,11 +83,11 @@ def check_conv_geometry(x: Tensor, Wg: Tensor, groups: int) -> None:
                          f"groups={groups}), received {_describe(x)}")
 
 
-def check_rate(rate: Tensor, batch: int) -> None:
-    require_tensor("rate", rate, ndim=1)
-    require_shape("rate", rate, (batch,), "one drop probability per example")
+def check_rate(rate: Tensor, batch: int, name: str = "rate") -> None:
+    require_tensor(name, rate, ndim=1)
+    require_shape(name, rate, (batch,), "one drop probability per example")
     if not torch.isfinite(rate).all():
-        raise ValueError("rate: expected finite drop probabilities, received non-finite values")
+        raise ValueError(f"{name}: expected finite drop probabilities, received non-finite values")
     if bool(((rate < 0) | (rate >= 1)).any()):
-        raise ValueError(f"rate: expected drop probabilities in [0, 1), received values in "
+        raise ValueError(f"{name}: expected drop probabilities in [0, 1), received values in "
                          f"[{rate.min().item():.4g}, {rate.max().item():.4g}]")
