@@ -38,7 +38,7 @@ from .embedding import StnEmbedding
 from .linear import StnLinear
 from .lstm import StnLSTM
 from .multihead import StnMultiheadAttention
-from .report import ConversionReport
+from .report import ConversionReport, read_hypers
 from .swin import WindowAttention
 from .transformer import ExplicitTransformerEncoderLayer, explicit
 
@@ -188,7 +188,6 @@ class _Converter:
             return m
         if hyper is not None:           # a Hugging Face attention module: its attention function reads this
             setattr(m, huggingface.DROPOUT_ATTRIBUTE, hyper)
-            m.applied = False
         if type(m) is nn.TransformerEncoderLayer:
             new = explicit(m, ExplicitTransformerEncoderLayer)
             self.children(new, f"{name}.")
@@ -244,17 +243,6 @@ def _tied_groups(model: nn.Module):
     return [tuple(dict.fromkeys(names)) for names in by_weight.values() if len(set(names)) > 1]
 
 
-def _read_hypers(model: nn.Module) -> set:
-    """The hyperparameters that the sites of a model read."""
-    read = set()
-    for m in model.modules():
-        for attribute in ("hyper", "dropout_hyper", "dropconnect", huggingface.DROPOUT_ATTRIBUTE):
-            value = getattr(m, attribute, None)
-            if isinstance(value, str):
-                read.add(value)
-    return read
-
-
 def convert(model: nn.Module, space_or_num_hypers, dropout: Optional[Mapping[str, str]] = None,
             skip: Callable[[str, nn.Module], bool] = lambda name, module: False, inplace: bool = False,
             verbose: bool = False) -> nn.Module:
@@ -283,12 +271,15 @@ def convert(model: nn.Module, space_or_num_hypers, dropout: Optional[Mapping[str
     hidden = sorted(set(sites) - set(report.dropout))
     if hidden:
         raise ValueError(f"convert: dropout sites {hidden} lie inside modules that skip() keeps as they are")
-    if huggingface.use_fastdstn_attention(model):
-        report.converted.append(("(Hugging Face models)", "attention implementation",
-                                 f"{huggingface.IMPLEMENTATION!r}"))
+    for name, m, switched in huggingface.use_fastdstn_attention(model):
+        if switched:
+            report.converted.append((name, f"{type(m).__name__} attention", repr(huggingface.IMPLEMENTATION)))
+        else:
+            report.kept.append((name, type(m).__name__, "its attention implementation cannot be switched to "
+                                                        f"{huggingface.IMPLEMENTATION!r}"))
     report.tied = _tied_groups(model)
     if not isinstance(space_or_num_hypers, int):
-        read = _read_hypers(model)
+        read = set().union(*(read_hypers(m) for m in model.modules()))
         report.unread = [n for n in space_or_num_hypers.names if n not in read]
     model.stn_conversion = report
     if verbose:

@@ -40,7 +40,7 @@ def per_example_rate(feed: Feed, hyper: str, batch: int, where: str, like: torch
 def training_rate(module: nn.Module, hyper: Optional[str], batch: int, where: str,
                   like: torch.Tensor) -> Optional[torch.Tensor]:
     """The per-example rates `module` applies now: those of `hyper` in a training forward inside a feed that
-    carries values, else None (no dropout). Marks the module as applied (see `fastdstn.nn.report`)."""
+    carries values, else None (no dropout). Sets `module.applied`: the site is in use (see `fastdstn.nn.report`)."""
     feed = current_feed()
     if hyper is None or not module.training or feed is None or not feed.values:
         return None
@@ -64,7 +64,6 @@ class StnDropout(nn.Module):
         self.hyper = hyper
         self.batch_dim = batch_dim
         self.shared_dims = tuple(shared_dims)
-        self.applied = False    # set by a training forward inside a feed: the site is in use
 
     @property
     def p(self) -> float:

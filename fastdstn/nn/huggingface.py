@@ -12,7 +12,7 @@ attention module: `convert(..., dropout={"transformer.h.*.attn": "attn_drop"})` 
 from __future__ import annotations
 
 import sys
-from typing import Optional
+from typing import Iterator, Optional, Tuple
 
 import torch
 from torch import nn
@@ -55,23 +55,21 @@ def _register() -> None:
         ALL_MASK_ATTENTION_FUNCTIONS.register(IMPLEMENTATION, sdpa_mask)
 
 
-def use_fastdstn_attention(model: nn.Module) -> int:
-    """Switch every outermost Hugging Face model inside `model` to the "fastdstn" attention implementation;
-    returns how many were switched."""
+def use_fastdstn_attention(model: nn.Module) -> Iterator[Tuple[str, nn.Module, bool]]:
+    """Switch every outermost Hugging Face model inside `model` to the "fastdstn" attention implementation; yields
+    (name, model, whether it could be switched)."""
     pretrained = pretrained_type()
     if pretrained is None:
-        return 0
-    switched = 0
+        return
     inner = set()
-    for m in model.modules():
+    for name, m in model.named_modules():
         if isinstance(m, pretrained) and id(m) not in inner:
             inner.update(id(sub) for sub in m.modules())
-            if not m._can_set_attn_implementation():
-                continue
-            _register()
-            m.set_attn_implementation(IMPLEMENTATION)
-            switched += 1
-    return switched
+            switched = m._can_set_attn_implementation()
+            if switched:
+                _register()
+                m.set_attn_implementation(IMPLEMENTATION)
+            yield name, m, switched
 
 
 def hf_attention(module: nn.Module, query: Tensor, key: Tensor, value: Tensor, attention_mask: Optional[Tensor],

@@ -34,7 +34,6 @@ class StnMultiheadAttention(nn.Module):
         self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
         self.kdim, self.vdim = kdim or embed_dim, vdim or embed_dim
         self.batch_first, self.dropout, self.dropout_hyper = batch_first, dropout, dropout_hyper
-        self.applied = False
         # Sequence-first inputs (L, B, E) keep their layout: the projections read the examples along dim 1.
         batch_dim = 0 if batch_first else 1
         kwargs = dict(bias=bias, batch_dim=batch_dim, device=device, dtype=dtype)

@@ -8,7 +8,18 @@ from typing import Dict, Iterable, List, Tuple
 
 from torch import nn
 
+from . import huggingface
 from .base import StnLayer
+from .lstm import StnLSTM
+
+# The attributes by which a module names the hyperparameter it reads: StnDropout's rate, an attention module's
+# attention-weight dropout (fastdstn's own, or a Hugging Face module's), StnLSTM's DropConnect.
+SITE_ATTRIBUTES = ("hyper", "dropout_hyper", huggingface.DROPOUT_ATTRIBUTE, "dropconnect")
+
+
+def read_hypers(m: nn.Module) -> set:
+    """The hyperparameters module m itself reads."""
+    return {value for a in SITE_ATTRIBUTES if isinstance(value := getattr(m, a, None), str)}
 
 
 @dataclass
@@ -54,7 +65,9 @@ def check_first_step(model: nn.Module, names: Iterable[str], read: Iterable[str]
     augmentation or the weight decay) and every tuned dropout site ran; else a ValueError that names them. STN
     layers that never computed their best-response (never called, or their weights read directly by a parent that
     bypasses their forward) get a warning."""
-    idle = [name for name, m in model.named_modules() if getattr(m, "applied", True) is False]
+    # (StnLSTM's DropConnect is checked by the read of its hyperparameter below.)
+    idle = [name for name, m in model.named_modules()
+            if read_hypers(m) and not isinstance(m, StnLSTM) and not getattr(m, "applied", False)]
     if idle:
         raise ValueError(f"tuned dropout sites {idle} were not applied in the first training step: the model never "
                          f"called them (code that reads a dropout module's .p to apply dropout itself, as Hugging "

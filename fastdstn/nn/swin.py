@@ -37,7 +37,6 @@ class WindowAttention(nn.Module):
         self.register_buffer("relative_position_index", relative_position_index)
         self.window_size, self.shift_size, self.num_heads = list(window_size), list(shift_size), num_heads
         self.attention_dropout, self.dropout, self.dropout_hyper = attention_dropout, dropout, dropout_hyper
-        self.applied = False
 
     @classmethod
     def from_module(cls, m: nn.Module, dropout_hyper: Optional[str] = None) -> "WindowAttention":

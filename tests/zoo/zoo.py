@@ -88,80 +88,81 @@ class GPT(nn.Module):
         return self.head(self.blocks(x, mask=mask, is_causal=True))
 
 
-def resnet18():
+def resnet18(batch: int = 4):
     import torchvision
-    return _image_model(torchvision.models.resnet18(num_classes=CLASSES), 4, {})
+    return _image_model(torchvision.models.resnet18(num_classes=CLASSES), batch, {})
 
 
-def mobilenet_v3_small():
+def mobilenet_v3_small(batch: int = 4):
     import torchvision
     model = torchvision.models.mobilenet_v3_small(num_classes=CLASSES, width_mult=0.25)
-    return _image_model(model, 4, {"classifier.2": "drop_fc"})
+    return _image_model(model, batch, {"classifier.2": "drop_fc"})
 
 
-def efficientnet():
+def efficientnet(batch: int = 4):
     from torchvision.models.efficientnet import EfficientNet, MBConvConfig
     blocks = [MBConvConfig(1, 3, 1, 8, 8, 1), MBConvConfig(6, 3, 2, 8, 16, 2), MBConvConfig(6, 5, 2, 16, 24, 1)]
-    return _image_model(EfficientNet(blocks, dropout=0.2, num_classes=CLASSES), 4, {"classifier.0": "drop_fc"})
+    return _image_model(EfficientNet(blocks, dropout=0.2, num_classes=CLASSES), batch, {"classifier.0": "drop_fc"})
 
 
-def convnext():
+def convnext(batch: int = 4):
     from torchvision.models.convnext import CNBlockConfig, ConvNeXt
-    return _image_model(ConvNeXt([CNBlockConfig(16, 32, 2), CNBlockConfig(32, None, 2)], num_classes=CLASSES), 4, {})
+    model = ConvNeXt([CNBlockConfig(16, 32, 2), CNBlockConfig(32, None, 2)], num_classes=CLASSES)
+    return _image_model(model, batch, {})
 
 
-def vit():
+def vit(batch: int = 4):
     from torchvision.models import VisionTransformer
     model = VisionTransformer(image_size=32, patch_size=8, num_layers=2, num_heads=2, hidden_dim=16, mlp_dim=32,
                               num_classes=CLASSES, dropout=0.1, attention_dropout=0.1)
-    return _image_model(model, 4, {"encoder.dropout": "drop_embed", "encoder.layers.*.self_attention": "drop_attn",
+    return _image_model(model, batch, {"encoder.dropout": "drop_embed", "encoder.layers.*.self_attention": "drop_attn",
                                    "encoder.layers.*.dropout": "drop_resid", "encoder.layers.*.mlp.[24]": "drop_resid"})
 
 
-def swin():
+def swin(batch: int = 4):
     from torchvision.models import SwinTransformer
     model = SwinTransformer(patch_size=[4, 4], embed_dim=16, depths=[2, 2], num_heads=[2, 2], window_size=[4, 4],
                             num_classes=CLASSES, dropout=0.1, attention_dropout=0.1)
-    return _image_model(model, 4, {"features.[13].*.attn": "drop_attn", "features.[13].*.mlp.[24]": "drop_resid"})
+    return _image_model(model, batch, {"features.[13].*.attn": "drop_attn", "features.[13].*.mlp.[24]": "drop_resid"})
 
 
-def gpt2():
+def gpt2(batch: int = 4):
     from transformers import GPT2Config, GPT2LMHeadModel
     config = GPT2Config(vocab_size=VOCAB, n_positions=SEQ, n_embd=16, n_layer=2, n_head=2)
-    return _token_model(Logits(GPT2LMHeadModel(config)), 4, {
+    return _token_model(Logits(GPT2LMHeadModel(config)), batch, {
         "model.transformer.drop": "drop_embed", "model.transformer.h.*.attn": "drop_attn",
         "model.transformer.h.*.attn.resid_dropout": "drop_resid", "model.transformer.h.*.mlp.dropout": "drop_resid"})
 
 
-def bert():
+def bert(batch: int = 4):
     from transformers import BertConfig, BertForMaskedLM
     config = BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=SEQ)
-    return _token_model(Logits(BertForMaskedLM(config)), 4, {
+    return _token_model(Logits(BertForMaskedLM(config)), batch, {
         "model.bert.embeddings.dropout": "drop_embed", "model.bert.encoder.layer.*.attention.self": "drop_attn",
         "model.bert.encoder.layer.*.output.dropout": "drop_resid",
         "model.bert.encoder.layer.*.attention.output.dropout": "drop_resid"})
 
 
-def llama():
+def llama(batch: int = 4):
     from transformers import LlamaConfig, LlamaForCausalLM
     config = LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
                          num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=SEQ,
                          attention_dropout=0.1)
-    return _token_model(Logits(LlamaForCausalLM(config)), 4, {"model.model.layers.*.self_attn": "drop_attn"})
+    return _token_model(Logits(LlamaForCausalLM(config)), batch, {"model.model.layers.*.self_attn": "drop_attn"})
 
 
-def gpt():
-    return _token_model(GPT(), 4, {"drop": "drop_embed", "blocks.layers.*.self_attn": "drop_attn",
+def gpt(batch: int = 4):
+    return _token_model(GPT(), batch, {"drop": "drop_embed", "blocks.layers.*.self_attn": "drop_attn",
                                    "blocks.layers.*.dropout[12]": "drop_resid"})
 
 
-ZOO: Dict[str, Callable[[], ZooModel]] = {
+ZOO: Dict[str, Callable[[int], ZooModel]] = {
     "resnet18": resnet18, "mobilenet_v3_small": mobilenet_v3_small, "efficientnet": efficientnet,
     "convnext": convnext, "vit": vit, "swin": swin, "gpt2": gpt2, "bert": bert, "llama": llama, "gpt": gpt,
 }
 
 
-def build(name: str) -> ZooModel:
+def build(name: str, batch: int = 4) -> ZooModel:
     torch.manual_seed(0)
-    return ZOO[name]()
+    return ZOO[name](batch)
