@@ -74,6 +74,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     info = run_all.machine_info(torch.device("cpu"))
+    load = os.getloadavg()[0]
     rows = []
     for name in args.models:
         batch = args.token_batch if name in TOKEN_MODELS else args.image_batch
@@ -92,10 +93,11 @@ def main() -> None:
         "",
         f"`python benchmarks/bench_zoo.py --threads {args.threads} --image-batch {args.image_batch} --token-batch "
         f"{args.token_batch} --budget {args.budget:g}`, {info['timestamp']}, {info['cpu']}, {args.threads} threads, "
-        f"torch {info['torch']}, fastdstn {info['fastdstn']}, ops backend auto.",
+        f"torch {info['torch']}, fastdstn {info['fastdstn']}, ops backend auto; load average {load:.1f} at the "
+        f"start, {os.getloadavg()[0]:.1f} at the end (a shared machine: the ratios are the robust figures).",
         "",
         "Models from `tests/zoo/zoo.py` (tiny configurations except resnet18, which has its full width; 32×32 images, "
-        f"{zoo.SEQ} tokens). Ratios: the median over interleaved rounds of (step time / the same round's plain SGD "
+        f"{zoo.SEQ}-token sequences). Ratios: the median over interleaved rounds of (step time / the same round's plain SGD "
         "step of the original model); `fixed` trains the converted model's general weights only (the conversion's "
         "own overhead), `hyper` is Δ-STN's hyper step.",
         "",

@@ -8,11 +8,13 @@ q: (B, ..., L, E), k and v: (B, ..., S, E) (e.g. (B, heads, L, E), or (B, window
 rate for all) or a (B,) tensor of per-example rates (a tuned hyperparameter).
 
 Routes:
-* nothing per example, no tangent, no weights asked for: PyTorch's fused `scaled_dot_product_attention`;
+* nothing per example, no dual pass, no weights asked for: PyTorch's fused `scaled_dot_product_attention`;
 * per-example dropout, or asked for the weights: `_attention`, the explicit softmax(S)·V with a per-example keep
   mask on the weights;
-* forward-mode tangents on q, k or v (Δ-STN's dual pass, where PyTorch's fused SDPA kernels have no forward rule):
-  `_attention_dual`, primal and tangent of SPEC §5b in explicit form.
+* inside Δ-STN's dual pass (a dual feed), where PyTorch's fused SDPA kernels have no forward-mode rule:
+  `_attention_dual`, primal and tangent in explicit form (below), from the tangents q, k and v carry.
+Like the STN layers, attention takes the dual route because the feed is dual, not because its inputs carry
+tangents: under another forward-mode transform (torch.func.jvp) it is plain PyTorch attention.
 `_attention` and `_attention_dual` are where fused ops take over (`fastdstn.ops.attention(...)` and
 `attention_dual(...)`, same arguments with `dropout_rate` (B,) and a `seed`).
 """
@@ -25,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from .. import ops
+from ..hyper.feed import current_feed
 from .base import join_dual, split_dual
 from .dropout import draw_seed
 
@@ -37,7 +40,11 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = Non
               need_weights: bool = False) -> Tuple[Tensor, Optional[Tensor]]:
     """(output (B, ..., L, Ev), the attention weights after dropout (B, ..., L, S) when need_weights else None);
     see the module docstring."""
-    (q, q_t), (k, k_t), (v, v_t) = split_dual(q), split_dual(k), split_dual(v)
+    feed = current_feed()
+    if feed is not None and feed.dual:
+        (q, q_t), (k, k_t), (v, v_t) = split_dual(q), split_dual(k), split_dual(v)
+    else:
+        q_t = k_t = v_t = None
     if attn_mask is not None and attn_mask.is_floating_point() and attn_mask.dtype != q.dtype:
         # PyTorch's CPU SDPA reads a float32 mask beside float64 q wrongly (torch 2.14: off by up to 1.9 at 8
         # queries and keys against the same mask in float64), and converted float64 models meet float32 masks
@@ -86,11 +93,18 @@ def _scores(q: Tensor, k: Tensor, attn_mask: Optional[Tensor], is_causal: bool, 
     return (scores if mask is None else scores + mask), scale
 
 
+def _softmax(scores: Tensor) -> Tensor:
+    """Softmax over the keys, and 0 for a query whose keys are all masked, as PyTorch's SDPA gives (not NaN: a
+    left-padded batch of a causal model has such queries)."""
+    hidden = torch.isneginf(scores).all(-1, keepdim=True)
+    return torch.softmax(scores, dim=-1).masked_fill(hidden, 0.0)
+
+
 def _attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
                scale: Optional[float], rate: Optional[Tensor], seed: Optional[int]):
     """O = (P ⊙ D)·V with P = softmax(S) and D example i's scaled keep mask at rate[i]; returns (O, P ⊙ D)."""
     scores, _ = _scores(q, k, attn_mask, is_causal, scale)
-    weights = torch.softmax(scores, dim=-1)
+    weights = _softmax(scores)
     if rate is not None:
         weights, _ = ops.dropout_dual(weights, None, rate, seed, 0)
     return weights @ v, weights
@@ -99,12 +113,12 @@ def _attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_
 def _attention_dual(q: Tensor, k: Tensor, v: Tensor, q_t: Optional[Tensor], k_t: Optional[Tensor],
                     v_t: Optional[Tensor], attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
                     rate: Optional[Tensor], seed: Optional[int]) -> Tuple[Tensor, Tensor, Tensor]:
-    """SPEC §5b with dropout D on the weights (a missing tangent is zero):
+    """Attention along tangents (Q̇, K̇, V̇), with dropout D on the weights (a missing tangent is zero):
         Ṡ = scale·(Q̇Kᵀ + QK̇ᵀ),  Ṗ = P ⊙ (Ṡ − r) with r = Σ_j P_ij Ṡ_ij,
         O = (P⊙D)·V,  Ȯ = (P⊙D)·V̇ + (Ṗ⊙D)·V.
     Returns (O, Ȯ, P⊙D)."""
     scores, scale = _scores(q, k, attn_mask, is_causal, scale)
-    weights = torch.softmax(scores, dim=-1)
+    weights = _softmax(scores)
     scores_t = None
     if q_t is not None:
         scores_t = (q_t @ k.transpose(-2, -1)) * scale

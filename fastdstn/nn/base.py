@@ -21,7 +21,7 @@ class StnLayer(nn.Module):
     h at initialisation compute exactly the general network)."""
 
     num_hypers: int
-    fed = False         # set by the first forward that computes the best-response (see fastdstn.nn.report)
+    fed = False         # True once a forward has computed the best-response (see fastdstn.nn.report)
     # What the layer's input looks like inside a feed, for the error on an input without an example dimension.
     input_layout: str = "(B, ...)"
 

@@ -70,4 +70,3 @@ class StnEmbedding(nn.Embedding, StnLayer):
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, num_hypers={self.num_hypers}, batch_dim={self.batch_dim}"
-

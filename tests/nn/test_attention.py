@@ -6,10 +6,15 @@ import torch.autograd.forward_ad as fwAD
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
-from fastdstn import convert
+from fastdstn import convert, feeding
 from fastdstn.nn import WindowAttention, attention
 
 B, HEADS, L, S, E = 3, 2, 5, 6, 4
+
+
+def dual_pass():
+    """A Δ-STN dual feed (attention takes its dual route only inside one)."""
+    return feeding(torch.zeros(B, 1), dual=True)
 
 
 def qkv():
@@ -47,7 +52,7 @@ def test_dual_route_equals_jvp_through_the_math_kernel(mask, tangents):
     attn_mask, causal = MASKS[mask]()
     if attn_mask is not None and attn_mask.dtype == torch.bool:
         attn_mask[..., 0] = True
-    with fwAD.dual_level():
+    with fwAD.dual_level(), dual_pass():
         duals = [fwAD.make_dual(t, d) if name in tangents else t for name, t, d in zip("qkv", (q, k, v), (dq, dk, dv))]
         out, _ = attention(*duals, attn_mask=attn_mask, is_causal=causal)
         primal, tangent = fwAD.unpack_dual(out)
@@ -57,6 +62,21 @@ def test_dual_route_equals_jvp_through_the_math_kernel(mask, tangents):
             (dq, dk, dv))
     torch.testing.assert_close(primal, expected, rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(tangent, expected_tangent, rtol=1e-10, atol=1e-12)
+
+
+def test_a_query_that_sees_no_key_gets_zero_as_in_sdpa():
+    """(A causal model's left-padded rows.) The primal is SDPA's 0 and the tangent 0, not NaN."""
+    q, k, v = qkv()
+    mask = torch.ones(B, 1, L, S, dtype=torch.bool)
+    mask[1, :, 0] = False
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+    assert expected[1, :, 0].abs().sum() == 0
+    torch.testing.assert_close(attention(q, k, v, attn_mask=mask, need_weights=True)[0], expected)
+    with fwAD.dual_level(), dual_pass():
+        out, _ = attention(fwAD.make_dual(q, torch.randn_like(q)), k, v, attn_mask=mask)
+        primal, tangent = fwAD.unpack_dual(out)
+    torch.testing.assert_close(primal, expected)
+    assert torch.isfinite(tangent).all() and tangent[1, :, 0].abs().sum() == 0
 
 
 def test_per_example_dropout_of_the_weights():
@@ -74,7 +94,7 @@ def test_per_example_dropout_of_the_weights():
     torch.testing.assert_close(weights[1:][kept], 2 * probs[1:][kept])
     assert 0.3 < kept.double().mean() < 0.7
     torch.manual_seed(3)
-    with fwAD.dual_level():
+    with fwAD.dual_level(), dual_pass():
         dual, _ = attention(q, k, fwAD.make_dual(v, torch.zeros_like(v)), dropout=rate)
     torch.testing.assert_close(fwAD.unpack_dual(dual).primal, out)
     with pytest.raises(ValueError, match="rate: expected drop probabilities in"):
