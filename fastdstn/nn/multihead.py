@@ -49,10 +49,9 @@ class StnMultiheadAttention(nn.Module):
         if m.bias_k is not None or m.add_zero_attn:
             raise ValueError(f"convert: nn.MultiheadAttention with add_bias_kv or add_zero_attn is not supported "
                              f"(skip it with skip=...), received {m}")
-        weight = m.out_proj.weight
         new = cls(m.embed_dim, m.num_heads, num_hypers, dropout=m.dropout, bias=m.in_proj_bias is not None,
                   kdim=m.kdim, vdim=m.vdim, batch_first=m.batch_first, dropout_hyper=dropout_hyper,
-                  device="meta", dtype=weight.dtype)
+                  device="meta", dtype=m.out_proj.weight.dtype)
         E = m.embed_dim
         if m._qkv_same_embed_dim:
             weights = [nn.Parameter(w.detach().clone()) for w in m.in_proj_weight.split(E)]
