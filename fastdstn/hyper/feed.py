@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 from dataclasses import dataclass, field
-from typing import Iterator, Mapping, Optional
+from typing import Iterator, Mapping, Optional, Set
 
 import torch
 
@@ -45,6 +45,28 @@ class Feed:
         return value
 
 
+class ReadRecorder(Mapping[str, Tensor]):
+    """Per-example values that add the name of every value read to `read` (a membership test is no read):
+    SelfTuning checks with it that each hyperparameter is used by something in the training step."""
+
+    def __init__(self, values: Mapping[str, Tensor], read: Set[str]) -> None:
+        self._values, self.read = values, read
+
+    def __getitem__(self, name: str) -> Tensor:
+        value = self._values[name]
+        self.read.add(name)
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._values
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+
 _current: contextvars.ContextVar[Optional[Feed]] = contextvars.ContextVar("fastdstn_feed", default=None)
 
 
@@ -56,7 +78,7 @@ def current_feed() -> Optional[Feed]:
 def feeding(h: Optional[Tensor] = None, *, dual: bool = False,
             values: Optional[Mapping[str, Tensor]] = None) -> Iterator[Feed]:
     """Feed the STN layers of whatever model runs inside the block."""
-    feed = Feed(h=h, dual=dual, values=dict(values or {}))
+    feed = Feed(h=h, dual=dual, values={} if values is None else values)
     token = _current.set(feed)
     try:
         yield feed

@@ -23,10 +23,11 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 
 from .. import arguments
-from ..hyper.feed import feeding
+from ..hyper.feed import ReadRecorder, feeding
 from ..hyper.space import HyperSpace
 from ..nn.attention_routing import dual_attention
 from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
+from ..nn.report import check_first_step
 from .guard import Guard
 
 Tensor = torch.Tensor
@@ -171,6 +172,8 @@ class SelfTuning:
                              f"received mode {self.mode.value!r}")
         self._response = response_parameters(model)
         self._general = general_parameters(model)
+        # Names of the hyperparameters read in the first training step, then None (checked once, in train_step).
+        self._read: Optional[set] = None if self.mode is Mode.FIXED else set()
         if not self._response:
             raise ValueError("model: has no STN layer (StnLinear, StnConv2d, StnEmbedding, StnLSTM); "
                              "build it from fastdstn.nn or pass it through fastdstn.convert first")
@@ -243,6 +246,10 @@ class SelfTuning:
         return _flat_collective(tensors, mean)
 
     # ----------------------------------------------------------------- pieces
+    def _values(self, values: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
+        """The values of a training sub-step, recording what reads them until the first step has been checked."""
+        return values if self._read is None else ReadRecorder(values, self._read)
+
     def _inputs(self, inputs: Tensor, values: Mapping[str, Tensor]) -> Tensor:
         return inputs if self.augment is None else self.augment(inputs, values)
 
@@ -281,14 +288,19 @@ class SelfTuning:
         with torch.no_grad():
             draw = self.space.sample(inputs.shape[self.batch_dim])
         if self.mode is Mode.STN:
-            return {"train_loss": self.joint_step(inputs, targets, draw.perturbed, optimizers.general)}
-        return {"train_loss": self.general_step(inputs, targets, optimizers.general),
-                "response_loss": self.response_step(inputs, targets, draw.eps, optimizers.response)}
+            losses = {"train_loss": self.joint_step(inputs, targets, draw.perturbed, optimizers.general)}
+        else:
+            losses = {"train_loss": self.general_step(inputs, targets, optimizers.general),
+                      "response_loss": self.response_step(inputs, targets, draw.eps, optimizers.response)}
+        if self._read is not None:
+            read, self._read = self._read, None
+            check_first_step(self.model, self.space.names, read)
+        return losses
 
     def joint_step(self, inputs: Tensor, targets: Tensor, perturbed: Tensor,
                    optimizer: torch.optim.Optimizer) -> Tensor:
         """STN: L_T at λ + ε with the nonlinear layer fed h = λ + ε; every model parameter moves."""
-        values = self.space.example_values(perturbed)
+        values = self._values(self.space.example_values(perturbed))
         saved = self._guard.snapshot(self.model)
         with feeding(perturbed, values=values):
             loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, perturbed)
@@ -297,7 +309,7 @@ class SelfTuning:
 
     def general_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (a): L_T at λ with h = 0; the response branch is not computed at all."""
-        values = self.space.current_values(inputs.shape[self.batch_dim])
+        values = self._values(self.space.current_values(inputs.shape[self.batch_dim]))
         saved = self._guard.snapshot(self.model)
         with feeding(None, values=values):
             loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, None)
@@ -307,7 +319,7 @@ class SelfTuning:
     def response_step(self, inputs: Tensor, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (b): L_T at λ + ε; only W_r, b_r, V receive gradients. Centered STN feeds h = ε
         to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward)."""
-        values = self.space.example_values(self.space.lam.detach() + eps)
+        values = self._values(self.space.example_values(self.space.lam.detach() + eps))
         perturbed_inputs = self._inputs(inputs, values)
         saved = self._guard.snapshot(self.model)
         with frozen(self._general):

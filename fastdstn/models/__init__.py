@@ -11,10 +11,11 @@ from .conv import SimpleCNN, alexnet, simple_cnn, vgg16
 from .dense import MLP, LinearRegression, linear_regression, mlp
 from .language import LSTMLanguageModel, lstm_lm
 from .resnet import resnet18
+from .transformer import GPT, gpt_lm
 
 BUILDERS: Dict[str, Callable[..., BuiltModel]] = {
     "linear": linear_regression, "mlp": mlp, "simple-cnn": simple_cnn, "alexnet": alexnet, "vgg16": vgg16,
-    "resnet18": resnet18, "lstm": lstm_lm,
+    "resnet18": resnet18, "lstm": lstm_lm, "gpt": gpt_lm,
 }
 
 
@@ -25,5 +26,5 @@ def build(name: str, **options) -> BuiltModel:
     return BUILDERS[name](**options)
 
 
-__all__ = ["BuiltModel", "BUILDERS", "build", "SimpleCNN", "MLP", "LinearRegression", "LSTMLanguageModel",
-           "simple_cnn", "mlp", "linear_regression", "alexnet", "vgg16", "resnet18", "lstm_lm"]
+__all__ = ["BuiltModel", "BUILDERS", "build", "SimpleCNN", "MLP", "LinearRegression", "LSTMLanguageModel", "GPT",
+           "simple_cnn", "mlp", "linear_regression", "alexnet", "vgg16", "resnet18", "lstm_lm", "gpt_lm"]

@@ -1,4 +1,6 @@
 """STN modules, per-example regularizers, parameter groups and model conversion."""
+from .activations import GLU, Hardsigmoid
+from .attention import attention
 from .attention_routing import dual_attention
 from .base import StnLayer
 from .conv import StnConv2d
@@ -8,7 +10,12 @@ from .embedding import StnEmbedding
 from .groups import general_parameters, response_parameters, stn_layers, weight_penalty
 from .linear import StnLinear
 from .lstm import StnLSTM
+from .multihead import StnMultiheadAttention
+from .report import ConversionReport
+from .swin import WindowAttention
+from .transformer import ExplicitTransformerEncoderLayer
 
-__all__ = ["StnLayer", "StnLinear", "StnConv2d", "StnEmbedding", "StnLSTM", "StnDropout", "StnDropout2d",
-           "StnLockedDropout", "convert", "general_parameters", "response_parameters", "stn_layers",
+__all__ = ["StnLayer", "StnLinear", "StnConv2d", "StnEmbedding", "StnLSTM", "StnMultiheadAttention", "WindowAttention",
+           "ExplicitTransformerEncoderLayer", "StnDropout", "StnDropout2d", "StnLockedDropout", "Hardsigmoid", "GLU",
+           "attention", "convert", "ConversionReport", "general_parameters", "response_parameters", "stn_layers",
            "weight_penalty", "dual_attention"]

@@ -1,6 +1,7 @@
 """What every STN layer shares: its parameter groups, how it reads the feed, and dual-tensor packing."""
 from __future__ import annotations
 
+import math
 from typing import Iterator, Optional, Sequence, Tuple
 
 import torch
@@ -20,6 +21,9 @@ class StnLayer(nn.Module):
     h at initialisation compute exactly the general network)."""
 
     num_hypers: int
+    fed = False         # True once a forward has computed the best-response (see fastdstn.nn.report)
+    # What the layer's input looks like inside a feed, for the error on an input without an example dimension.
+    input_layout: str = "(B, ...)"
 
     def add_response_parameters(self, num_hypers: int, with_bias: bool) -> None:
         """W_r shaped like `weight`, b_r (when the layer has a bias) and V with [s | t] rows (s rows
@@ -27,16 +31,37 @@ class StnLayer(nn.Module):
         if num_hypers < 1:
             raise ValueError(f"num_hypers: expected >= 1, received {num_hypers}")
         self.num_hypers = num_hypers
-        out = self.weight.shape[0]
+        scales = self.scale_count()
         self.response_weight = nn.Parameter(torch.empty_like(self.weight))
-        self.response_bias = nn.Parameter(self.weight.new_empty(out)) if with_bias else None
-        self.hyper_proj = nn.Parameter(self.weight.new_zeros((2 * out if with_bias else out), num_hypers))
+        self.response_bias = nn.Parameter(self.weight.new_empty(scales)) if with_bias else None
+        self.hyper_proj = nn.Parameter(self.weight.new_zeros((2 * scales if with_bias else scales), num_hypers))
         self.reset_response_parameters()
 
+    def scale_count(self) -> int:
+        """The number of scales s (rows of V without the bias gates): one per output unit, the weight's rows."""
+        return self.weight.shape[0]
+
+    def adopt(self, weight: nn.Parameter, bias: Optional[nn.Parameter]) -> None:
+        """Take another module's Parameters as the general weights (so that weights tied to them stay tied) and
+        make response parameters to match. `convert` builds the layer on the meta device, then adopts."""
+        if weight.shape != self.weight.shape:
+            raise ValueError(f"{self._describe()}: adopt expected a weight of shape {tuple(self.weight.shape)}, "
+                             f"received {tuple(weight.shape)}")
+        self.weight = weight
+        if hasattr(self, "bias"):
+            self.bias = bias
+        self.add_response_parameters(self.num_hypers, with_bias=bias is not None)
+
     def reset_response_parameters(self) -> None:
+        """W_r at the scale of W_g, b_r like nn.Linear/nn.Conv2d initialise b_g (uniform ±1/√fan_in, as the
+        authors' code does), V = 0. b_r must not start at 0: with b_r = 0 and V = 0 the gradients of b_r
+        (Σ t⊙g) and of V's bias rows (Σ (g⊙b_r)·hᵀ) are exactly 0, and the bias half of the best-response
+        never trains."""
         init_response_like(self.weight, self.response_weight)
         if getattr(self, "response_bias", None) is not None:
-            nn.init.zeros_(self.response_bias)
+            fan_in = self.weight[0].numel()
+            bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+            nn.init.uniform_(self.response_bias, -bound, bound)
         nn.init.zeros_(self.hyper_proj)
 
     def response_parameters(self) -> Iterator[nn.Parameter]:
@@ -49,19 +74,33 @@ class StnLayer(nn.Module):
             if not name.startswith(RESPONSE_PREFIXES):
                 yield p
 
-    def active_feed(self, batch: int) -> Optional[Feed]:
-        """The feed when it asks for the response branch (h given), checked against this layer."""
+    def active_feed(self, x: Tensor, batch_dim: Optional[int], batched_dims: int) -> Optional[Feed]:
+        """The feed when it asks for the response branch (h given), checked against this layer and its input x,
+        which has its examples along `batch_dim` when it has `batched_dims` dimensions. An input with fewer
+        dimensions (unbatched) has no example to give its own h: an error inside such a feed. batch_dim None:
+        the layer checks the batch itself (`check_batch`)."""
         feed = current_feed()
         if feed is None or feed.h is None:
             return None
+        if x.dim() < batched_dims:
+            raise ValueError(f"{self._describe()}: inside a feed the input must be batched, {self.input_layout}, "
+                             f"with one example per row of h; received an unbatched input of shape {tuple(x.shape)}")
         h = feed.h
+        self.fed = True
         if h.shape[1] != self.num_hypers:
-            raise ValueError(f"{self._get_name()}({self.extra_repr()}): built for {self.num_hypers} hyperparameters, "
+            raise ValueError(f"{self._describe()}: built for {self.num_hypers} hyperparameters, "
                              f"but the feed has h with {h.shape[1]} columns (shape {tuple(h.shape)})")
-        if h.shape[0] != batch:
-            raise ValueError(f"{self._get_name()}({self.extra_repr()}): the feed has h for {h.shape[0]} examples, "
-                             f"but the input batch has {batch}")
+        if batch_dim is not None:
+            self.check_batch(h, x.shape[batch_dim])
         return feed
+
+    def check_batch(self, h: Tensor, batch: int) -> None:
+        if h.shape[0] != batch:
+            raise ValueError(f"{self._describe()}: the feed has h for {h.shape[0]} examples, "
+                             f"but the input batch has {batch}")
+
+    def _describe(self) -> str:
+        return f"{self._get_name()}({self.extra_repr()})"
 
 
 def op_dtype_args(x: Tensor, *tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:

@@ -35,8 +35,10 @@ class StnConv2d(nn.Conv2d, StnLayer):
             return x, (total[0] // 2, total[1] // 2)
         return x, tuple(self.padding)
 
+    input_layout = "(B, C, H, W)"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = self.active_feed(x.shape[0]) if x.dim() == 4 else None
+        feed = self.active_feed(x, 0, batched_dims=4)
         if feed is None:
             return self._conv_forward(x, self.weight, self.bias)
         primal, tangent = split_dual(x) if feed.dual else (x, None)

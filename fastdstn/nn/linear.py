@@ -22,8 +22,12 @@ class StnLinear(nn.Linear, StnLayer):
         self.batch_dim = batch_dim
         self.add_response_parameters(num_hypers, with_bias=bias)
 
+    @property
+    def input_layout(self) -> str:
+        return f"(..., {self.in_features}) with the examples along dim {self.batch_dim}"
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        feed = self.active_feed(x.shape[self.batch_dim]) if x.dim() > 1 else None
+        feed = self.active_feed(x, self.batch_dim, batched_dims=max(2, self.batch_dim + 2))
         if feed is None:
             return F.linear(x, self.weight, self.bias)
         primal, tangent = split_dual(x) if feed.dual else (x, None)

@@ -17,7 +17,7 @@ from torch import nn
 from .. import ops
 from ..hyper.feed import Feed, current_feed
 from .base import join_dual, rows_for, split_dual
-from .dropout import MAX_RATE, StnLockedDropout, draw_seed
+from .dropout import StnLockedDropout, draw_seed, per_example_rate
 from .linear import StnLinear
 
 Tensor = torch.Tensor
@@ -49,9 +49,10 @@ class StnLSTM(nn.Module):
         hh = self.hh[layer]
         if not (self.training and self.dropconnect and feed is not None and feed.values):
             return hh.weight, hh.response_weight
-        rate = feed.value(self.dropconnect, batch, f"StnLSTM(dropconnect={self.dropconnect!r})")[:1]
-        keep = ops.reference.dropout_keep_mask(hh.weight.shape, rate.to(hh.weight).clamp(0, MAX_RATE), 0,
-                                               draw_seed(), hh.weight.device, hh.weight.dtype)
+        rate = per_example_rate(feed, self.dropconnect, batch, f"StnLSTM(dropconnect={self.dropconnect!r})",
+                                hh.weight)[:1]
+        keep = ops.reference.dropout_keep_mask(hh.weight.shape, rate, 0, draw_seed(), hh.weight.device,
+                                               hh.weight.dtype)
         # One draw for the batch: the first (and only) mask row scales every weight row alike.
         return hh.weight * keep, hh.response_weight * keep
 
@@ -95,8 +96,14 @@ class StnLSTM(nn.Module):
 
     def forward(self, x: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None):
         feed = current_feed()
-        batch = x.shape[0 if self.batch_first else 1]
-        response = self.ih[0].active_feed(batch) if x.dim() == 3 else None
+        batch_dim = 0 if self.batch_first else 1
+        if x.dim() == 2:
+            return self._unbatched(x, hx, feed)
+        batch = x.shape[batch_dim]
+        response = self.ih[0].active_feed(x, batch_dim, batched_dims=3)
+        if response is not None:            # the loop below runs every layer's maps through the ops directly
+            for layer in (*self.ih, *self.hh):
+                layer.fed = True
         dual = response is not None and response.dual
         x, x_t = split_dual(x) if dual else (x, None)
         if response is not None and response.h.dtype != x.dtype:
@@ -122,6 +129,18 @@ class StnLSTM(nn.Module):
             return join_dual(torch.stack(primals), None if tangents[-1] is None else torch.stack(tangents))
 
         return join_dual(x, x_t), (stacked(h_n, h_n_t), stacked(c_n, c_n_t))
+
+    def _unbatched(self, x: Tensor, hx: Optional[Tuple[Tensor, Tensor]], feed: Optional[Feed]):
+        """An unbatched (T, input_size) sequence, as nn.LSTM takes it; inside a feed it has no example to give
+        its own h."""
+        if feed is not None and feed.h is not None:
+            layout = "(B, T, input_size)" if self.batch_first else "(T, B, input_size)"
+            raise ValueError(f"StnLSTM({self.extra_repr()}): inside a feed the input must be batched, {layout}, with "
+                             f"one example per row of h; received an unbatched input of shape {tuple(x.shape)}")
+        batch_dim = 0 if self.batch_first else 1
+        state = None if hx is None else (hx[0].unsqueeze(1), hx[1].unsqueeze(1))
+        out, (h, c) = self(x.unsqueeze(batch_dim), state)
+        return out.squeeze(batch_dim), (h.squeeze(1), c.squeeze(1))
 
     def extra_repr(self) -> str:
         return (f"{self.input_size}, {self.hidden_size}, num_layers={self.num_layers}, batch_first={self.batch_first}, "

@@ -56,7 +56,7 @@ def test_two_sub_steps_update_only_their_groups(setup, mode):
 
 def test_stn_mode_updates_general_and_response_jointly(setup):
     space, model, x, y = setup
-    method = SelfTuning(model, space, "stn", loss_fn=F.cross_entropy)
+    method = SelfTuning(model, space, "stn", loss_fn=F.cross_entropy, weight_decay="wd")
     opts = make_optimizers(model, space, "stn", lr=0.1)
     assert opts.response is None
     before, h0 = snapshot(model.parameters()), snapshot(space.parameters())
@@ -68,7 +68,7 @@ def test_stn_mode_updates_general_and_response_jointly(setup):
 
 def test_train_step_reports_both_losses_and_hyper_step_learns(setup):
     space, model, x, y = setup
-    method = SelfTuning(model, space, "delta", loss_fn=F.cross_entropy)
+    method = SelfTuning(model, space, "delta", loss_fn=F.cross_entropy, weight_decay="wd")
     opts = make_optimizers(model, space, "delta", lr=0.05)
     first = method.train_step(x, y, opts)
     assert set(first) == {"train_loss", "response_loss"}

@@ -7,7 +7,7 @@ from fastdstn.config import ConfigError, from_dict
 from tiny_runs import tiny_values
 
 ALL_PRESETS = ["uci-linear", "mnist-mlp", "fmnist-cnn", "cifar10-alexnet", "cifar10-vgg16", "cifar10-resnet18",
-               "ptb-lstm", "fmnist-quick"]
+               "ptb-lstm", "ptb-gpt", "fmnist-quick"]
 
 
 def test_every_preset_is_shipped_and_resolves():

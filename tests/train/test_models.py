@@ -131,3 +131,14 @@ def test_simple_cnn_trains_with_cutout_through_the_trainer(tmp_path):
     trainer = Trainer(config, None, progress=False)
     summary = trainer.fit()
     assert summary["hyper_steps"] == 1 and set(summary["final_hypers"]) >= {"cutout_length", "cutout_holes"}
+
+
+def test_gpt_is_a_converted_transformer_with_tied_embeddings():
+    built = models.build("gpt", vocab=30, size=8, heads=2, context=6)
+    gpt, report = built.model, built.model.stn_conversion
+    assert report.complete and gpt.head.weight is gpt.tokens.weight
+    assert {hyper for hyper, _ in report.dropout.values()} == {"dropout_embed", "dropout_attn", "dropout_resid"}
+    assert built.weight_decay == "weight_decay" and built.batch_dim == 1 and built.task == "language"
+    tokens = torch.randint(0, 30, (6, 3))                 # time-major, as the PTB loader gives them
+    one_round(built, tokens, torch.randint(0, 30, (6, 3)))
+    assert gpt.eval()(tokens[:4]).shape == (4, 3, 30)     # a shorter last window

@@ -102,4 +102,4 @@ def test_without_a_run_directory_nothing_is_written(tmp_path, monkeypatch):
 
 
 def test_every_model_builds():
-    assert set(BUILDERS) == {"linear", "mlp", "simple-cnn", "alexnet", "vgg16", "resnet18", "lstm"}
+    assert set(BUILDERS) == {"linear", "mlp", "simple-cnn", "alexnet", "vgg16", "resnet18", "lstm", "gpt"}
