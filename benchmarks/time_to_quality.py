@@ -53,7 +53,7 @@ def run(preset: str, epochs: int, seed: int, methods, overrides, out: str) -> No
     config = load_config(preset, overrides=overrides + [f"train.epochs={epochs}", f"train.seed={seed}",
                                                         "train.mode=delta"])
     run_dir = os.path.join(out, preset, f"seed{seed}", "delta")
-    Trainer(config, run_dir, progress=False).fit()
+    Trainer(config, run_dir, progress=False).fit(overwrite=True)     # a rerun of the benchmark starts over
     budget = delta_curve(run_dir)[-1][0]
     print(f"seed {seed} delta: {budget:.1f}s", flush=True)
     for method in methods:

@@ -33,11 +33,24 @@ using torch::autograd::variable_list;
                                  .findSchemaOrThrow(name, "")                 \
                                  .typed<std::remove_pointer_t<decltype(&fn)>>()
 
-// Held by every backward while it calls ops. When the backward builds no graph (create_graph=False,
-// grad mode off) the ops skip the Autograd key: no boxed autograd fallback per backward-op call, and
-// dropout's backward (the forward op again) does not re-enter DropoutFn, whose forward-mode-AD check
-// would reject cotangents that carry tangents inside an fwAD.dual_level (tests/nn/test_dual.py).
-// With create_graph=True the calls go through autograd as before.
+// Held by the backward of every op but dropout while it calls ops. Their backward ops have no derivative
+// formulas of their own, so a backward asked to build a graph (create_graph=True: a double backward, a
+// Hessian-vector product) would give missing or wrong second derivatives (gradgradcheck: None for W_g and V of
+// stn_linear, 7536.8 against 5548.6 for stn_conv2d): it is refused with the way out. Otherwise the ops skip the
+// Autograd key: no boxed autograd fallback per backward-op call.
+struct BackwardWithoutGraph {
+  at::AutoDispatchBelowADInplaceOrView below;
+  explicit BackwardWithoutGraph(const char* op) {
+    TORCH_CHECK(!at::GradMode::is_enabled(), "double backward through ", op,
+                " is not supported by the compiled backend; take higher-order gradients under "
+                "fastdstn.ops.use_backend(\"reference\")");
+  }
+};
+
+// Held by dropout's backward, which is the forward op again (dropout is linear in x with a fixed mask), so a
+// double backward is correct: with create_graph=True the call goes through autograd. Without a graph it skips
+// the Autograd key, and so does not re-enter DropoutFn, whose forward-mode-AD check would reject cotangents that
+// carry tangents inside an fwAD.dual_level (tests/nn/test_dual.py).
 struct BelowAutogradUnlessCreatingGraph {
   std::optional<at::AutoDispatchBelowADInplaceOrView> guard;
   BelowAutogradUnlessCreatingGraph() {
@@ -115,7 +128,7 @@ struct LinearFn : torch::autograd::Function<LinearFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     FASTDSTN_OP(stn_linear_backward, "fastdstn::stn_linear_backward");
-    BelowAutogradUnlessCreatingGraph below;
+    BackwardWithoutGraph below("fastdstn::stn_linear");
     const auto s = ctx->get_saved_variables();
     const bool has_bg = ctx->saved_data["has_bg"].toBool();
     const auto mask = input_mask<7>(ctx, {true, true, true, has_bg, true, s[4].defined(), true});
@@ -155,7 +168,7 @@ struct LinearDualFn : torch::autograd::Function<LinearDualFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     FASTDSTN_OP(stn_linear_dual_backward, "fastdstn::stn_linear_dual_backward");
-    BelowAutogradUnlessCreatingGraph below;
+    BackwardWithoutGraph below("fastdstn::stn_linear_dual");
     const auto s = ctx->get_saved_variables();
     const bool has_bg = ctx->saved_data["has_bg"].toBool();
     const auto mask = input_mask<8>(ctx, {true, s[1].defined(), true, true, has_bg, true, s[5].defined(), true});
@@ -200,7 +213,7 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     FASTDSTN_OP(stn_conv2d_backward, "fastdstn::stn_conv2d_backward");
-    BelowAutogradUnlessCreatingGraph below;
+    BackwardWithoutGraph below("fastdstn::stn_conv2d");
     const auto s = ctx->get_saved_variables();
     auto& d = ctx->saved_data;
     const bool has_bg = d["has_bg"].toBool();
@@ -243,7 +256,7 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     FASTDSTN_OP(stn_conv2d_dual_backward, "fastdstn::stn_conv2d_dual_backward");
-    BelowAutogradUnlessCreatingGraph below;
+    BackwardWithoutGraph below("fastdstn::stn_conv2d_dual");
     const auto s = ctx->get_saved_variables();
     auto& d = ctx->saved_data;
     const bool has_bg = d["has_bg"].toBool();
@@ -283,7 +296,7 @@ struct LstmFn : torch::autograd::Function<LstmFn> {
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     FASTDSTN_OP(lstm_cell_dual_backward, "fastdstn::lstm_cell_dual_backward");
-    BelowAutogradUnlessCreatingGraph below;
+    BackwardWithoutGraph below("fastdstn::lstm_cell_dual");
     const auto s = ctx->get_saved_variables();
     const auto mask = input_mask<4>(ctx, {true, s[1].defined(), true, s[3].defined()});
     const bool none = !grads[0].defined() && !grads[1].defined() && !grads[2].defined() && !grads[3].defined();

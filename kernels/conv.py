@@ -26,7 +26,7 @@ from torch.library import triton_op, wrap_triton
 
 from . import _config
 from .linear import launch_forward
-from fastdstn.ops import reference
+from fastdstn.ops import checks, reference
 
 Tensor = torch.Tensor
 
@@ -187,6 +187,7 @@ def _dual_setup(ctx, inputs, output):
 
 
 def _dual_backward(ctx, dy, dyt, du):
+    checks.refuse_double_backward("fastdstn_triton::conv2d_dual")
     x, xt, eps, Wg, Wr, br, V, u = ctx.saved_tensors
     n = ctx.needs_input_grad
     if dy is None and dyt is None:
@@ -206,6 +207,7 @@ def _conv_setup(ctx, inputs, output):
 
 
 def _conv_backward(ctx, dy, du):
+    checks.refuse_double_backward("fastdstn_triton::conv2d")
     x, h, Wg, Wr, br, V, u = ctx.saved_tensors
     n = ctx.needs_input_grad
     needs = [n[0], False, n[1], n[2], n[3] and ctx.has_bg, n[4], n[5] and br is not None, n[6]]

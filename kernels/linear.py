@@ -38,6 +38,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from . import _config
+from fastdstn.ops import checks
 
 Tensor = torch.Tensor
 
@@ -507,6 +508,7 @@ def _dual_setup(ctx, inputs, output):
 
 
 def _dual_backward(ctx, dy, dyt, du):
+    checks.refuse_double_backward("fastdstn_triton::linear_dual")
     x, xt, eps, Wg, Wr, br, V, u = ctx.saved_tensors
     n = ctx.needs_input_grad
     # needs order of linear_backward: x, xt, eps, Wg, bg, Wr, br, V
@@ -528,6 +530,7 @@ def _linear_setup(ctx, inputs, output):
 
 
 def _linear_backward(ctx, dy, du):
+    checks.refuse_double_backward("fastdstn_triton::linear")
     x, h, Wg, Wr, br, V, u = ctx.saved_tensors
     n = ctx.needs_input_grad
     # y = (the dual's y) + (the dual's ẏ) with ẋ = 0: the dual backward with ∂y = ∂ẏ = ∂out.

@@ -25,7 +25,7 @@ import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
 from . import _config
-from fastdstn.ops import reference
+from fastdstn.ops import checks, reference
 
 Tensor = torch.Tensor
 
@@ -343,6 +343,7 @@ def _lstm_setup(ctx, inputs, output):
 
 
 def _lstm_backward(ctx, dh, dh_t, dc, dc_t):
+    checks.refuse_double_backward("fastdstn_triton::lstm_cell_dual")
     gates, gates_t, c, c_t = ctx.saved_tensors
     n = ctx.needs_input_grad
     needs = [n[0], n[1] and gates_t is not None, n[2], n[3] and c_t is not None]

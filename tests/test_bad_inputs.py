@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import yaml
 from torch import nn
 
-from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers
+from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers, ops
 from fastdstn.cli import EXIT_CHECKPOINT, EXIT_CONFIG, main
 from fastdstn.config import ConfigError
 from fastdstn.train import Trainer
@@ -86,6 +86,9 @@ API = [  # (case, call, error type, named in the message)
     ("make_optimizers hyper_lr=-1", lambda: optimizers(hyper_lr=-1), ValueError, "hyper_lr"),
     ("make_optimizers hyper_optimizer='sgd'", lambda: optimizers(hyper_optimizer="sgd"), ValueError, "hyper_optimizer"),
     ("make_optimizers space='x'", lambda: optimizers(space="x"), TypeError, "space"),
+    ("dropout_dual shared_dims=(5,) on 4-d x",
+     lambda: ops.dropout_dual(torch.ones(2, 3, 4, 5), None, torch.full((2,), 0.5), 1, 0, (5,)), ValueError,
+     "shared_dims"),
 ]
 
 

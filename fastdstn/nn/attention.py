@@ -9,14 +9,13 @@ rate for all) or a (B,) tensor of per-example rates (a tuned hyperparameter).
 
 Routes:
 * nothing per example, no dual pass, no weights asked for: PyTorch's fused `scaled_dot_product_attention`;
-* per-example dropout, or asked for the weights: `_attention`, the explicit softmax(S)·V with a per-example keep
-  mask on the weights;
+* per-example dropout: `fastdstn.ops.attention_with_dropout`, each example's keep mask at its own rate;
 * inside Δ-STN's dual pass (a dual feed), where PyTorch's fused SDPA kernels have no forward-mode rule:
-  `_attention_dual`, primal and tangent in explicit form (below), from the tangents q, k and v carry.
+  `fastdstn.ops.attention_dual`, primal and tangent from the tangents q, k and v carry;
+* asked for the weights (`need_weights`, which the fused ops do not return): `_explicit`, softmax(S)·V written
+  out, the weights' tangent included in the dual pass.
 Like the STN layers, attention takes the dual route because the feed is dual, not because its inputs carry
 tangents: under another forward-mode transform (torch.func.jvp) it is plain PyTorch attention.
-`_attention` and `_attention_dual` are where fused ops take over (`fastdstn.ops.attention(...)` and
-`attention_dual(...)`, same arguments with `dropout_rate` (B,) and a `seed`).
 """
 from __future__ import annotations
 
@@ -57,11 +56,14 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = Non
                                              dropout_p=float(dropout or 0.0))
         return out, None
     rate = _per_example(dropout, q)
-    seed = None if rate is None else draw_seed()
+    if need_weights:
+        out, out_t, weights = _explicit(q, k, v, q_t, k_t, v_t, attn_mask, is_causal, scale, rate)
+        return (out if out_t is None else join_dual(out, out_t)), weights
+    if attn_mask is not None and is_causal:
+        attn_mask, is_causal = _additive_mask(attn_mask, True, q.shape[-2], k.shape[-2], q), False
     if dual:
-        out, out_t, weights = _attention_dual(q, k, v, q_t, k_t, v_t, attn_mask, is_causal, scale, rate, seed)
-        return join_dual(out, out_t), weights
-    return _attention(q, k, v, attn_mask, is_causal, scale, rate, seed)
+        return join_dual(*ops.attention_dual(q, k, v, q_t, k_t, v_t, attn_mask, is_causal, scale, rate)), None
+    return ops.attention_with_dropout(q, k, v, attn_mask, is_causal, scale, rate), None
 
 
 def _per_example(dropout: Dropout, q: Tensor) -> Optional[Tensor]:
@@ -100,23 +102,14 @@ def _softmax(scores: Tensor) -> Tensor:
     return torch.softmax(scores, dim=-1).masked_fill(hidden, 0.0)
 
 
-def _attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
-               scale: Optional[float], rate: Optional[Tensor], seed: Optional[int]):
-    """O = (P ⊙ D)·V with P = softmax(S) and D example i's scaled keep mask at rate[i]; returns (O, P ⊙ D)."""
-    scores, _ = _scores(q, k, attn_mask, is_causal, scale)
-    weights = _softmax(scores)
-    if rate is not None:
-        weights, _ = ops.dropout_dual(weights, None, rate, seed, 0)
-    return weights @ v, weights
-
-
-def _attention_dual(q: Tensor, k: Tensor, v: Tensor, q_t: Optional[Tensor], k_t: Optional[Tensor],
-                    v_t: Optional[Tensor], attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
-                    rate: Optional[Tensor], seed: Optional[int]) -> Tuple[Tensor, Tensor, Tensor]:
-    """Attention along tangents (Q̇, K̇, V̇), with dropout D on the weights (a missing tangent is zero):
+def _explicit(q: Tensor, k: Tensor, v: Tensor, q_t: Optional[Tensor], k_t: Optional[Tensor], v_t: Optional[Tensor],
+              attn_mask: Optional[Tensor], is_causal: bool, scale: Optional[float],
+              rate: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tensor]:
+    """Attention with its weights, along tangents (Q̇, K̇, V̇) (all None outside the dual pass; a missing tangent
+    is zero), with dropout D on the weights:
         Ṡ = scale·(Q̇Kᵀ + QK̇ᵀ),  Ṗ = P ⊙ (Ṡ − r) with r = Σ_j P_ij Ṡ_ij,
         O = (P⊙D)·V,  Ȯ = (P⊙D)·V̇ + (Ṗ⊙D)·V.
-    Returns (O, Ȯ, P⊙D)."""
+    Returns (O, Ȯ or None without tangents, P⊙D)."""
     scores, scale = _scores(q, k, attn_mask, is_causal, scale)
     weights = _softmax(scores)
     scores_t = None
@@ -130,7 +123,7 @@ def _attention_dual(q: Tensor, k: Tensor, v: Tensor, q_t: Optional[Tensor], k_t:
         weighted = weights * scores_t
         weights_t = weighted - weights * weighted.sum(-1, keepdim=True)
     if rate is not None:
-        weights, weights_t = ops.dropout_dual(weights, weights_t, rate, seed, 0)
+        weights, weights_t = ops.dropout_dual(weights, weights_t, rate, draw_seed(), 0)
     out_t = None if v_t is None else weights @ v_t
     if weights_t is not None:
         out_t = weights_t @ v if out_t is None else out_t + weights_t @ v

@@ -15,6 +15,8 @@ import warnings
 from types import ModuleType
 from typing import Dict, Iterator, Optional
 
+import torch
+
 from . import reference
 
 BACKEND_MODULES = {"reference": "fastdstn.ops.reference", "cpp": "fastdstn.ops.cpp", "triton": "fastdstn.kernels"}
@@ -52,6 +54,20 @@ def supports(module: ModuleType, device_type: str) -> bool:
     return device_type in getattr(module, "DEVICE_TYPES", ("cpu", "cuda"))
 
 
+def runs_dtype(module: ModuleType, device_type: str, dtype: Optional[torch.dtype]) -> bool:
+    """Whether the backend computes `dtype` on `device_type` (a module without DTYPES computes every dtype)."""
+    dtypes = getattr(module, "DTYPES", {}).get(device_type)
+    return dtype is None or dtypes is None or dtype in dtypes
+
+
+def compute_dtype(like: torch.Tensor) -> torch.dtype:
+    """The dtype an op computes for inputs like `like`: autocast's dtype where autocast is on for its device."""
+    device_type = like.device.type
+    if like.is_floating_point() and torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return like.dtype
+
+
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
     """Force a backend inside the block: "auto", "reference", "cpp" or "triton"."""
@@ -69,22 +85,29 @@ def current_backend() -> str:
     return _forced.get()
 
 
-def _warn_once(name: str, device_type: str) -> None:
-    key = (name, device_type)
+def _warn_once(name: str, device_type: str, dtype: Optional[torch.dtype] = None) -> None:
+    key = (name, device_type, dtype)
     if key not in _warned:
         _warned.add(key)
-        reason = load_error(name) or f"it does not run on {device_type} tensors"
+        reason = load_error(name) or (f"it does not compute {dtype} on {device_type}" if dtype is not None
+                                      else f"it does not run on {device_type} tensors")
         warnings.warn(f"fastdstn: backend {name!r} is unavailable ({reason}); using the reference backend. "
                       f"`fastdstn info` shows what was built.", RuntimeWarning, stacklevel=4)
 
 
-def choose(op: str, device_type: str):
-    """(backend name, callable) that runs `op` on tensors of `device_type` under the current backend choice."""
+def choose(op: str, device_type: str, dtype: Optional[torch.dtype] = None):
+    """(backend name, callable) that runs `op` on tensors of `device_type` computing in `dtype` (None: any)
+    under the current backend choice. A backend that cannot compute the dtype there (the compiled CPU ops:
+    float32 and float64) passes the op on, as an unavailable one does."""
     forced = _forced.get()
     candidates = AUTO_ORDER.get(device_type, ("reference",)) if forced == "auto" else (forced,)
     for name in candidates:
         module = load(name)
         if module is not None and supports(module, device_type):
+            if not runs_dtype(module, device_type, dtype):
+                if forced != "auto":
+                    _warn_once(name, device_type, dtype)
+                continue
             implementation = getattr(module, op, None)
             if implementation is not None:
                 return name, implementation
@@ -93,9 +116,10 @@ def choose(op: str, device_type: str):
     return "reference", getattr(reference, op)
 
 
-def resolve(op: str, device_type: str):
-    """The callable that runs `op` on tensors of `device_type` under the current backend choice."""
-    return choose(op, device_type)[1]
+def resolve(op: str, like: torch.Tensor):
+    """The callable that runs `op` on inputs like `like` (its device, and its dtype or autocast's) under the
+    current backend choice."""
+    return choose(op, like.device.type, compute_dtype(like))[1]
 
 
 def available() -> Dict[str, str]:

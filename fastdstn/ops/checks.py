@@ -91,3 +91,12 @@ def check_rate(rate: Tensor, batch: int, name: str = "rate") -> None:
     if bool(((rate < 0) | (rate >= 1)).any()):
         raise ValueError(f"{name}: expected drop probabilities in [0, 1), received values in "
                          f"[{rate.min().item():.4g}, {rate.max().item():.4g}]")
+
+
+def refuse_double_backward(op: str) -> None:
+    """Called by the backward of a compiled op whose backward has no derivative of its own: asked to build a graph
+    (create_graph=True: a double backward, a Hessian-vector product) it would give missing or wrong second
+    derivatives, so it refuses and names the way out."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(f"double backward through {op} is not supported by the compiled backend; take "
+                           f"higher-order gradients under fastdstn.ops.use_backend(\"reference\")")

@@ -34,6 +34,10 @@ UNAVAILABLE_REASON = ""
 CPU_ISA: Optional[str] = None  # the instruction set of the CPU loops in use (avx512, avx2, baseline)
 SMALL_GEMM = False  # whether the linear ops' small-batch GEMM kernel runs (csrc/small_gemm_cpu.cpp)
 DEVICE_TYPES: Tuple[str, ...] = ("cpu",)
+# The CPU loops compute float32 and float64; float16 and bfloat16 run on CUDA (else the registry passes the op
+# to the reference, which computes them with PyTorch's CPU kernels).
+DTYPES = {"cpu": (torch.float32, torch.float64),
+          "cuda": (torch.float16, torch.bfloat16, torch.float32, torch.float64)}
 
 _REBUILD = "reinstall with `pip install --no-build-isolation -e .` (FASTDSTN_NO_EXTENSIONS unset)"
 

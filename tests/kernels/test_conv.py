@@ -98,3 +98,14 @@ def test_conv_gradcheck_float64():
     x, _, h, Wg, bg, Wr, br, V = args
     assert torch.autograd.gradcheck(lambda *a: K.stn_conv2d(*a, *geo), (x, h, Wg, bg, Wr, br, V), fast_mode=True,
                                     nondet_tol=nondet)
+
+
+def test_double_backward_is_refused():
+    x, xt, eps, Wg, bg, Wr, br, V = conv_inputs(1, 2, 3, 5, 3, 2)
+    geo = ((1, 1), (1, 1), (1, 1), 1)
+    y, yt = K.stn_conv2d_dual(x, xt, eps, Wg, bg, Wr, br, V, *geo)
+    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::conv2d_dual is not supported"):
+        torch.autograd.grad(y.sum() + yt.sum(), (x, Wg), create_graph=True)
+    y = K.stn_conv2d(x, eps, Wg, bg, Wr, br, V, *geo)
+    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::conv2d is not supported"):
+        torch.autograd.grad(y.sum(), (x, Wg), create_graph=True)

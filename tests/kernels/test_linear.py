@@ -124,7 +124,7 @@ def test_backend_dispatch():
     if DEVICE == "cuda":  # pragma: no cover - GPU machines
         import fastdstn.ops as ops
         with ops.use_backend("triton"):
-            assert backends.resolve("stn_linear_dual", "cuda") is K.stn_linear_dual
+            assert backends.resolve("stn_linear_dual", torch.empty(0, device="cuda")) is K.stn_linear_dual
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -154,3 +154,14 @@ def test_noncontiguous_inputs():
 @pytest.mark.parametrize("M,Kin,N,H", [(0, 5, 3, 2), (4, 0, 3, 2), (4, 5, 3, 0)], ids=["no_rows", "no_inputs", "H0"])
 def test_degenerate_shapes(M, Kin, N, H):
     check_dual(dual_inputs(M, Kin, N, H), f"degenerate {(M, Kin, N, H)}")
+
+
+def test_double_backward_is_refused():
+    """The backward op has no derivative: a backward that builds a graph is refused, naming the way out."""
+    x, xt, eps, Wg, bg, Wr, br, V = dual_inputs(3, 5, 4, 2)
+    y, yt = K.stn_linear_dual(x, xt, eps, Wg, bg, Wr, br, V)
+    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::linear_dual is not supported"):
+        torch.autograd.grad(y.sum() + yt.sum(), (x, Wg), create_graph=True)
+    y = K.stn_linear(x, eps, Wg, bg, Wr, br, V)
+    with pytest.raises(RuntimeError, match=r"fastdstn_triton::linear is not supported.*use_backend\("):
+        torch.autograd.grad(y.sum(), (x, Wg), create_graph=True)

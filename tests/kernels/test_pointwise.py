@@ -128,3 +128,10 @@ def test_lstm_gradcheck_float64(with_gt, with_ct):
     # analytical backward with finite differences at fp32-level tolerances.
     assert torch.autograd.gradcheck(lambda *a: tuple(o for o in K.lstm_cell_dual(*a) if o is not None),
                                     (gates, gates_t, c, c_t), eps=1e-3, atol=1e-3, rtol=1e-3)
+
+
+def test_lstm_double_backward_is_refused():
+    gates, gates_t, c, c_t = make((3, 8)), make((3, 8)), make((3, 2)), make((3, 2))
+    h, h_t, c2, c2_t = K.lstm_cell_dual(gates, gates_t, c, c_t)
+    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::lstm_cell_dual is not supported"):
+        torch.autograd.grad(h.sum() + h_t.sum() + c2.sum() + c2_t.sum(), (gates, c), create_graph=True)

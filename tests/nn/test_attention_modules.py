@@ -80,8 +80,9 @@ def test_a_query_that_sees_no_key_gets_zero_as_in_sdpa():
 
 
 def test_per_example_dropout_of_the_weights():
-    """Example 0 drops nothing; example 1 keeps each weight with probability 0.5, scaled by 2; the dual route draws
-    the same mask as the plain route from the same seed."""
+    """Example 0 drops nothing; example 1 keeps each weight with probability 0.5, scaled by 2 (the weights route);
+    the dual route (fastdstn.ops.attention_dual) draws the same mask as the per-example route
+    (fastdstn.ops.attention_with_dropout) from the same seed."""
     q, k, v = qkv()
     rate = torch.tensor([0.0, 0.5, 0.5], dtype=torch.float64)
     plain = F.scaled_dot_product_attention(q, k, v)
@@ -94,9 +95,13 @@ def test_per_example_dropout_of_the_weights():
     torch.testing.assert_close(weights[1:][kept], 2 * probs[1:][kept])
     assert 0.3 < kept.double().mean() < 0.7
     torch.manual_seed(3)
+    fused, _ = attention(q, k, v, dropout=rate)
+    torch.testing.assert_close(fused[0], plain[0])
+    assert not torch.allclose(fused[1], plain[1])
+    torch.manual_seed(3)
     with fwAD.dual_level(), dual_pass():
         dual, _ = attention(q, k, fwAD.make_dual(v, torch.zeros_like(v)), dropout=rate)
-    torch.testing.assert_close(fwAD.unpack_dual(dual).primal, out)
+    torch.testing.assert_close(fwAD.unpack_dual(dual).primal, fused)
     with pytest.raises(ValueError, match="rate: expected drop probabilities in"):
         attention(q, k, v, dropout=torch.tensor([0.0, 1.0, 0.5], dtype=torch.float64))
 

@@ -164,7 +164,7 @@ def test_fused_encoder_path_never_bypasses_converted_layers(norm_first):
             padded = model[1](model[0](x, src_key_padding_mask=padding))
         torch.manual_seed(0)
         space.zero_grad()
-        method.hyper_step(x, y, make_optimizers(model, space, "stn", hyper_lr=0.0).hyper)
+        method.hyper_step(x, y, torch.optim.SGD(space.parameters(), lr=0.0))   # λ stays: both runs see it
         return prediction, padded, space.lam.grad.clone()
 
     actual = run()

@@ -128,7 +128,7 @@ def test_attention_values_and_gradients(mask):
     q, k, v = (x.requires_grad_() for x in operands()[:3])
     kw = MASKS[mask]((2, 3), 13, 11)
     cotangent = torch.randn(2, 3, 13, 6, dtype=F64)
-    o = ops.attention(q, k, v, **kw)
+    o = ops.attention_with_dropout(q, k, v, **kw)
     expected = softmax_attention(q, k, v, **kw)
     torch.testing.assert_close(o, expected, rtol=0, atol=1e-9)
     got = torch.autograd.grad((o * cotangent).sum(), (q, k, v))
@@ -140,7 +140,7 @@ def test_attention_values_and_gradients(mask):
 def test_attention_gradcheck_with_a_learned_additive_mask():
     q, k, v = operands(lead=(1, 2), tq=4, tk=5, d=3, dv=2, requires_grad=True)[:3]
     bias = torch.randn(1, 2, 4, 5, dtype=F64, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda *t: ops.attention(*t[:3], attn_mask=t[3]), (q, k, v, bias))
+    assert torch.autograd.gradcheck(lambda *t: ops.attention_with_dropout(*t[:3], attn_mask=t[3]), (q, k, v, bias))
 
 
 def test_a_row_without_keys_gives_zeros_like_sdpa():
@@ -220,20 +220,20 @@ def test_dropout_rates_per_example_and_seeds():
     assert dropped[0] == 0 and (dropped - rate.double()).abs().max() < 0.03, dropped
     q, k, v = operands()[:3]
     r = torch.full((2,), 0.5, dtype=F64)
-    assert torch.equal(ops.attention(q, k, v, dropout_rate=r, seed=5), ops.attention(q, k, v, dropout_rate=r, seed=5))
-    assert not torch.equal(ops.attention(q, k, v, dropout_rate=r, seed=5),
-                           ops.attention(q, k, v, dropout_rate=r, seed=6))
+    assert torch.equal(ops.attention_with_dropout(q, k, v, dropout_rate=r, seed=5), ops.attention_with_dropout(q, k, v, dropout_rate=r, seed=5))
+    assert not torch.equal(ops.attention_with_dropout(q, k, v, dropout_rate=r, seed=5),
+                           ops.attention_with_dropout(q, k, v, dropout_rate=r, seed=6))
     torch.manual_seed(3)
-    a = ops.attention(q, k, v, dropout_rate=r)
+    a = ops.attention_with_dropout(q, k, v, dropout_rate=r)
     torch.manual_seed(3)
-    assert torch.equal(a, ops.attention(q, k, v, dropout_rate=r)), "the drawn seed follows torch.manual_seed"
+    assert torch.equal(a, ops.attention_with_dropout(q, k, v, dropout_rate=r)), "the drawn seed follows torch.manual_seed"
 
 
 def test_attention_dropout_gradients():
     q, k, v = (x.requires_grad_() for x in operands()[:3])
     rate = torch.tensor([0.3, 0.5], dtype=F64)
     keep = keep_mask(rate, 99, (2, 3), 13, 11)
-    o = ops.attention(q, k, v, dropout_rate=rate, seed=99)
+    o = ops.attention_with_dropout(q, k, v, dropout_rate=rate, seed=99)
     expected = softmax_attention(q, k, v, keep=keep)
     torch.testing.assert_close(o, expected, rtol=0, atol=1e-9)
     cotangent = torch.randn_like(o)

@@ -189,6 +189,64 @@ def test_gradcheck_dropout():
     assert torch.autograd.gradcheck(lambda a, b: cpp.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
 
 
+# ----------------------------------------------------------------------------- second order
+def _op_calls():
+    """name -> (the cpp op as a function of its differentiable float64 inputs, those inputs); small shapes."""
+    lin = _linear_args((2, 3, 2, 2, True, True, True, "all", True))
+    conv, geo = _conv_args(GRADCHECK_CONV_CASES[2])
+    lstm = _lstm_args(2, 2, "gc", True, torch.float64)
+    return {
+        "stn_linear": (lambda *a: cpp.stn_linear(*a), _nonlinear(lin)),
+        "stn_linear_dual": (lambda *a: _flat(cpp.stn_linear_dual(*a)), lin),
+        "stn_conv2d": (lambda *a: cpp.stn_conv2d(*a, *geo), _nonlinear(conv)),
+        "stn_conv2d_dual": (lambda *a: _flat(cpp.stn_conv2d_dual(*a, *geo)), conv),
+        "lstm_cell_dual": (lambda *a: _flat(cpp.lstm_cell_dual(*a)), lstm),
+    }
+
+
+@pytest.mark.parametrize("name", list(_op_calls()))
+def test_double_backward_is_refused_with_the_way_out(name):
+    """The backward ops have no derivatives: gradgradcheck found None for W_g and V (stn_linear) and 7536.8
+    against 5548.6 (stn_conv2d) before the refusal; the reference backend gives the right second derivatives."""
+    fn, args = _op_calls()[name]
+    with pytest.raises(RuntimeError, match=f"double backward through fastdstn::{name} is not supported.*"
+                                           r'use_backend\("reference"\)'):
+        torch.autograd.gradgradcheck(fn, args)
+    first = torch.autograd.grad(_listed(fn(*args))[0].sum(), args[0])     # first order, no graph: still there
+    assert first[0].shape == args[0].shape
+    reference = getattr(ref, name)
+    if name.startswith("stn_conv2d"):
+        reference = lambda *a, op=reference: op(*a, *_conv_args(GRADCHECK_CONV_CASES[2])[1])  # noqa: E731
+    assert torch.autograd.gradgradcheck(lambda *a: _flat(_listed(reference(*a))), args)
+
+
+def test_double_backward_of_dropout_is_its_forward_op():
+    x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    xt = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
+    rate = torch.tensor([0.0, 0.3, 0.6, 0.9], dtype=torch.float64)
+    assert torch.autograd.gradgradcheck(lambda a, b: cpp.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
+
+
+# ----------------------------------------------------------------------------- float16/bfloat16 on CPU
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_on_cpu_runs_the_reference(dtype):
+    """The CPU loops compute float32 and float64: half-precision CPU tensors (and CPU autocast) go to the
+    reference, silently under "auto" and with one warning when "cpp" was asked for."""
+    args = [None if a is None else a.detach().to(dtype) for a in _linear_args(LINEAR_CASES[0], torch.float32)]
+    expected = ref.stn_linear_dual(*args)
+    assert expected[0].dtype == dtype
+    with ops.use_backend("auto"):
+        assert resolve("stn_linear_dual", args[0]) is ref.stn_linear_dual
+        for a, b in zip(ops.stn_linear_dual(*args), expected):
+            assert torch.equal(a, b)
+    with ops.use_backend("cpp"), pytest.warns(RuntimeWarning, match=f"does not compute {dtype} on cpu"):
+        ops.stn_linear_dual(*args)
+    x32 = args[0].float()
+    with torch.autocast("cpu", dtype):
+        assert resolve("stn_linear_dual", x32) is ref.stn_linear_dual
+    assert resolve("stn_linear_dual", x32) is cpp.stn_linear_dual
+
+
 # ----------------------------------------------------------------------------- float32 accuracy
 def _listed(result):
     return list(result) if isinstance(result, tuple) else [result]
@@ -327,7 +385,7 @@ def test_grad_of_a_subset_with_absent_optionals(has_xt, has_bg, has_br):
 def test_public_api_dispatches_to_cpp():
     args = dense_inputs(4, 5, 6, 2, dtype=torch.float32)
     with ops.use_backend("cpp"):
-        assert resolve("stn_linear_dual", "cpu") is cpp.stn_linear_dual
+        assert resolve("stn_linear_dual", args[0]) is cpp.stn_linear_dual
         y, yt = ops.stn_linear_dual(*args)
     y_ref, yt_ref = ref.stn_linear_dual(*args)
     torch.testing.assert_close(yt, yt_ref)

@@ -135,10 +135,12 @@ def test_the_audits_diverging_run_now_stops_as_diverged(tmp_path, capsys):
 
 
 def test_a_huge_hyper_lr_keeps_sigma_finite_and_positive(tmp_path):
-    """`--set train.hyper_lr=100` drove σ to 0 and then NaN."""
+    """`--set train.hyper_lr=100` drove σ to 0 and then NaN. The response loss may still overflow at the extreme
+    λ this reaches (epoch 3 since b_r starts like b_g): the run then stops cleanly (exit 4), and σ stays in (0, ∞)
+    in every recorded row either way."""
     out = tmp_path / "run"
     assert main(["train", "uci-linear", "--epochs", "4", "--set", "train.hyper_lr=100", "--out", str(out),
-                 "--no-progress"]) == 0
+                 "--no-progress"]) in (0, 4)
     rows = read_csv(str(out / "schedule.csv"))
     assert rows and all(0 < r[k] < math.inf for r in rows for k in r if k.startswith("sigma_"))
 

@@ -1,7 +1,7 @@
 """Softmax attention with a tangent (Δ-STN's dual pass) and with per-example attention-weight dropout.
 
     attention_dual(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed) -> (O, Ȯ)
-    attention(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)                 -> O
+    attention_with_dropout(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)    -> O
 
 Layout and mask conventions are those of torch's scaled_dot_product_attention: (..., heads, T, d), examples
 along dim 0; attn_mask broadcastable to (..., Tq, Tk), bool (True attends) or additive; is_causal masks key j > i
@@ -28,7 +28,7 @@ from . import reference
 
 Tensor = torch.Tensor
 
-__all__ = ["attention_dual", "attention", "reference"]
+__all__ = ["attention_dual", "attention_with_dropout", "reference"]
 
 _triton: dict = {}
 
@@ -138,9 +138,9 @@ def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Op
                                                      dropout_rate, _seed(dropout_rate, seed))
 
 
-def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
-              scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None,
-              seed: Optional[int] = None) -> Tensor:
+def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
+                           is_causal: bool = False, scale: Optional[float] = None,
+                           dropout_rate: Optional[Tensor] = None, seed: Optional[int] = None) -> Tensor:
     """O: softmax attention with per-example attention-weight dropout; see the module docstring."""
     _check(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
     return backend_for(q.device.type).attention(q, k, v, attn_mask, is_causal, scale, dropout_rate,

@@ -242,25 +242,36 @@ class _TangentPath(torch.autograd.Function):
 
 
 class _Attention(torch.autograd.Function):
-    """attention (primal only) when the mask needs no gradient: keeps O (and the inputs) for the blockwise
-    backward of (q, k, v)."""
+    """attention (primal only) when the mask needs no gradient: keeps O in the working dtype (the second output)
+    for the blockwise backward of (q, k, v). Its jvp is attention_dual's tangent, so forward-mode AD and
+    torch.func.jvp run through it (the check of Δ-STN's dual pass against torch.func.jvp does)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, attn_mask, is_causal, scale, dropout_rate, seed):
+    def forward(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed):
         pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
         o, _ = _dual_forward(pb, None, None, None, tangent=False)
-        ctx.problem = pb
-        ctx.dtypes = (q.dtype, k.dtype, v.dtype)
-        ctx.save_for_backward(o)
-        return o.to(q.dtype)
+        return o.to(q.dtype), o.detach()     # two tensors, also when the dtypes agree and .to returns o itself
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.problem = _Problem(*inputs)
+        ctx.dtypes = tuple(t.dtype for t in inputs[:3])
+        ctx.save_for_backward(output[1])
+        ctx.mark_non_differentiable(output[1])
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_o):
+    def backward(ctx, grad_o, _):
         (o,) = ctx.saved_tensors
         grads = _backward(ctx.problem, o, grad_o, tuple(bool(n) for n in ctx.needs_input_grad[:3]))
         return (*[None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)],
                 None, None, None, None, None)
+
+    @staticmethod
+    def jvp(ctx, qt, kt, vt, *_):
+        pb = ctx.problem
+        _, ot = _dual_forward(pb, *[None if t is None else t.to(pb.work) for t in (qt, kt, vt)], tangent=True)
+        return ot.to(ctx.dtypes[0]), None
 
 
 def _needs_graph(*tensors: Optional[Tensor]) -> bool:
@@ -284,6 +295,6 @@ def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = Non
               scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None, seed: int = 0) -> Tensor:
     """O = (softmax(S) ⊙ D)·V with per-example attention-weight dropout, in the dtype of q."""
     if not _needs_graph(attn_mask):
-        return _Attention.apply(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
+        return _Attention.apply(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)[0]
     pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
     return _dual_forward(pb, None, None, None, tangent=False)[0].to(q.dtype)
