@@ -8,7 +8,7 @@ from fastdstn import models
 from fastdstn.data import Augmenter
 from fastdstn.nn import StnConv2d, StnLinear, response_parameters
 from fastdstn.train import Trainer
-from fastdstn.train.setup import loss_function
+from fastdstn.train.building import loss_function
 
 from tiny_runs import tiny_config
 
