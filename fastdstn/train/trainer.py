@@ -1,4 +1,4 @@
-"""The training loop of SPEC §7 for the modes delta (default), centered, stn and fixed.
+"""The training loop of docs/METHOD.md §7 for the modes delta (default), centered, stn and fixed.
 
 Warm-up epochs of training steps only, then cycles of T_train training steps and T_valid hyper steps on
 validation batches; learning-rate schedules on the model optimizers; validation and test evaluation at

@@ -1,4 +1,4 @@
-"""The SPEC §8 networks: each builds from fastdstn.nn layers, runs a Δ-STN training step and a hyper step
+"""The docs/METHOD.md §8 networks: each builds from fastdstn.nn layers, runs a Δ-STN training step and a hyper step
 with its tuned augmentation, and has the hyperparameters the experiments tune."""
 import pytest
 import torch
