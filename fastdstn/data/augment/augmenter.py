@@ -52,7 +52,7 @@ class Augmenter:
     Examples that are flipped but not warped are flipped exactly. No gradient flows to the images.
 
     On the CPU the augmenter keeps its scratch buffers (about 5 batch-sized tensors) between calls,
-    one set per thread: only the result is newly allocated (see `_Kept`).
+    one set per thread: only the result is newly allocated (see `buffers._Kept`).
     """
 
     def __init__(self, spec: Mapping[str, Union[str, float, int]], *, mean: Optional[Sequence[float]] = None,
