@@ -19,7 +19,7 @@ torch.profiler's allocation events on CPU and torch.cuda.max_memory_allocated on
 
     python benchmarks/bench_attention.py --smoke                 # seconds: every provider once, tiny shapes
     python benchmarks/bench_attention.py                         # CPU table, T = 128 ... 4096
-    python benchmarks/bench_attention.py --write                 # also append it to RESULTS_attention.md
+    python benchmarks/bench_attention.py --write                 # also append it to history/attention.md
     python benchmarks/bench_attention.py --block-sweep           # the reference's block size, T = 4096
     python benchmarks/bench_attention.py --routing-overhead      # Δ-STN steps without attention, routing on/off
     python benchmarks/bench_attention.py --gpu --write           # GPU table (needs CUDA)
@@ -31,8 +31,7 @@ import contextlib
 import datetime
 import os
 import platform
-import statistics
-import time
+import sys
 from typing import Callable, Dict, List
 
 import torch
@@ -44,8 +43,10 @@ from fastdstn import ops
 from fastdstn.ops.attention import reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-CPU_LENGTHS = [128, 256, 512, 1024, 2048, 4096]
-GPU_LENGTHS = [1024, 2048, 4096, 8192]
+sys.path.insert(0, HERE)
+
+import cases  # noqa: E402
+from timing import measure, peak_bytes  # noqa: E402
 
 
 def operands(batch, heads, length, head_dim, dtype, device):
@@ -86,55 +87,6 @@ def sdpa_step(q, k, v, g, causal, backend=None) -> Callable[[], object]:
     return run
 
 
-def sync(device):
-    if device == "cuda":
-        torch.cuda.synchronize()
-
-
-def measure(providers: Dict[str, Callable], rounds: int, device: str, warmup: int = 1):
-    """Interleaved timing: each round runs every provider once, in a rotating order."""
-    names = list(providers)
-    for _ in range(warmup):
-        for n in names:
-            providers[n]()
-    sync(device)
-    times = {n: [] for n in names}
-    for r in range(rounds):
-        for n in names[r % len(names):] + names[:r % len(names)]:
-            sync(device)
-            t0 = time.perf_counter()
-            providers[n]()
-            sync(device)
-            times[n].append((time.perf_counter() - t0) * 1e3)
-    out = {}
-    for n, ts in times.items():
-        q = statistics.quantiles(ts, n=10) if len(ts) > 1 else [ts[0]] * 9
-        out[n] = (statistics.median(ts), q[1], q[7])
-    return out
-
-
-def peak_bytes(fn: Callable, device: str) -> int:
-    """Peak bytes allocated while fn runs, above what was allocated before it."""
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-        fn()
-        torch.cuda.synchronize()
-        return torch.cuda.max_memory_allocated() - base
-    from torch.profiler import ProfilerActivity, profile
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-        fn()
-    events = sorted((e for e in prof.profiler.kineto_results.events()
-                     if e.name() == "[memory]" and e.device_type() == torch.autograd.DeviceType.CPU),
-                    key=lambda e: e.start_ns())
-    live = peak = 0
-    for e in events:
-        live += e.nbytes()
-        peak = max(peak, live)
-    return peak
-
-
 def providers_for(length: int, args, device: str) -> Dict[str, Callable]:
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
     q, k, v, qt, kt, vt, g = operands(args.batch, args.heads, length, args.head_dim, dtype, device)
@@ -160,11 +112,11 @@ def table(args, device: str) -> List[str]:
         providers = providers_for(length, args, device)
         timed = measure(providers, args.rounds, device)
         memory = {n: peak_bytes(fn, device) / 2 ** 20 for n, fn in providers.items()}
-        mine, theirs = timed[ours][0], timed[other][0]
+        mine, theirs = timed[ours].p50, timed[other].p50
         math = timed.get("fwAD-math")
-        math_ms, math_ratio, math_mb = (f"{math[0]:.2f}", f"{math[0] / mine:.2f}x", f"{memory['fwAD-math']:.1f}"
+        math_ms, math_ratio, math_mb = (f"{math.p50:.2f}", f"{math.p50 / mine:.2f}x", f"{memory['fwAD-math']:.1f}"
                                         ) if math else ("–", "–", "–")
-        row = (f"| {length} | {mine:.2f} ({timed[ours][1]:.2f}–{timed[ours][2]:.2f}) | {math_ms} | {theirs:.2f} | "
+        row = (f"| {length} | {mine:.2f} ({timed[ours].p20:.2f}–{timed[ours].p80:.2f}) | {math_ms} | {theirs:.2f} | "
                f"{math_ratio} | {mine / theirs:.2f}x | {memory[ours]:.1f} | {math_mb} | {memory[other]:.1f} |")
         print(row, flush=True)
         lines.append(row)
@@ -173,7 +125,7 @@ def table(args, device: str) -> List[str]:
 
 def block_sweep(args) -> List[str]:
     """The reference's time and memory at one length for several query rows per block (reference.BLOCK_ROWS)."""
-    length = 4096 if not args.smoke else 128
+    length = args.lengths[-1]
     q, k, v, qt, kt, vt, g = operands(args.batch, args.heads, length, args.head_dim, torch.float32, "cpu")
     step = dual_step("reference", q, k, v, qt, kt, vt, g, args.causal)
     chosen = reference.BLOCK_ROWS
@@ -182,7 +134,7 @@ def block_sweep(args) -> List[str]:
     try:
         for rows in (32, 64, 128, 256, 512):
             reference.BLOCK_ROWS = rows
-            (median, p20, p80), = measure({"dual": step}, args.rounds, "cpu").values()
+            p20, median, p80 = measure({"dual": step}, args.rounds, "cpu")["dual"]
             row = f"| {rows} | {median:.2f} ({p20:.2f}–{p80:.2f}) | {peak_bytes(step, 'cpu') / 2 ** 20:.1f} |"
             print(row, flush=True)
             lines.append(row)
@@ -194,7 +146,6 @@ def block_sweep(args) -> List[str]:
 def routing_overhead(args) -> List[str]:
     """What entering dual_attention() costs a Δ-STN step of a model without attention (benchmarks/cases.py's
     workloads; the small MLP alone with --smoke): the same step with routing on and off, interleaved."""
-    import cases
     from fastdstn.method import steps
 
     routed = steps.dual_attention
@@ -217,8 +168,8 @@ def routing_overhead(args) -> List[str]:
                 return run
             timed = measure({"on": switched(True), "off": switched(False)}, args.rounds, "cpu")
             on, off = timed["on"], timed["off"]
-            row = f"| {work.label} | {step_name} | {on[0]:.2f} ({on[1]:.2f}–{on[2]:.2f}) | {off[0]:.2f} | " \
-                  f"{on[0] / off[0]:.3f} |"
+            row = f"| {work.label} | {step_name} | {on.p50:.2f} ({on.p20:.2f}–{on.p80:.2f}) | {off.p50:.2f} | " \
+                  f"{on.p50 / off.p50:.3f} |"
             print(row, flush=True)
             lines.append(row)
     return lines
@@ -232,7 +183,7 @@ def main(argv=None) -> None:
     parser.add_argument("--block-sweep", action="store_true", help="time the reference's block size")
     parser.add_argument("--routing-overhead", action="store_true",
                         help="Δ-STN steps of models without attention with dual_attention() on and off")
-    parser.add_argument("--write", action="store_true", help="append the table to benchmarks/RESULTS_attention.md")
+    parser.add_argument("--write", action="store_true", help="append the table to benchmarks/history/attention.md")
     parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T (queries = keys)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, help="default: 2 on CPU, 16 on a GPU")
@@ -252,7 +203,7 @@ def main(argv=None) -> None:
     args.heads = args.heads or (16 if args.gpu else 2)
     if args.smoke:
         args.lengths, args.rounds, args.heads, args.head_dim = [64], 1, 2, 16
-    args.lengths = args.lengths or (GPU_LENGTHS if args.gpu else CPU_LENGTHS)
+    args.lengths = args.lengths or (cases.ATTENTION_GPU_LENGTHS if args.gpu else cases.ATTENTION_CPU_LENGTHS)
     if args.block_sweep:
         lines = block_sweep(args)
     elif args.routing_overhead:
@@ -264,12 +215,12 @@ def main(argv=None) -> None:
         where = (torch.cuda.get_device_name() if args.gpu
                  else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
         head = (f"\n## {stamp}: {'GPU' if args.gpu else 'CPU'}, {where}, torch {torch.__version__}\n\n"
-                f"`python benchmarks/bench_attention.py {' '.join(argv if argv is not None else os.sys.argv[1:])}`; "
+                f"`python benchmarks/bench_attention.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
                 f"batch {args.batch}, {args.heads} heads, head size {args.head_dim}"
                 f"{', causal' if args.causal else ''}, {args.rounds} rounds.\n\n")
         if args.note:
             head += args.note + "\n\n"
-        with open(os.path.join(HERE, "RESULTS_attention.md"), "a") as f:
+        with open(os.path.join(HERE, "history", "attention.md"), "a") as f:
             f.write(head + "\n".join(lines) + "\n")
 
 

@@ -18,7 +18,7 @@ them alike:
   construction: the cheapest a per-example loop can be).
 
 The table (medians and p20/p80 of ≥ 10 rounds; the speed-up is the median of per-round ratios) goes to
-benchmarks/RESULTS_augment.md. One thread by default: on a loaded 2-core machine two OpenMP threads
+benchmarks/history/augment.md. One thread by default: on a loaded 2-core machine two OpenMP threads
 oversubscribe the cores and the batched ops stall at their barriers (seconds per batch were measured).
 """
 from __future__ import annotations
@@ -28,7 +28,7 @@ import datetime
 import os
 import platform
 import statistics
-import time
+import sys
 
 import torch
 import torchvision
@@ -36,6 +36,10 @@ from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
 from fastdstn.data import Augmenter
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from timing import clock, interleave, paired, percentiles  # noqa: E402
 
 BASE = {"hflip": 0.5, "degrees": 15.0, "translate": 0.1, "scale": 0.1, "shear": 5.0, "brightness": 0.3,
         "contrast": 0.3, "saturation": 0.3, "hue": 0.05, "cutout_holes": 1.5, "cutout_length": 12.0}
@@ -104,17 +108,6 @@ def tv2_functional(pixels: torch.Tensor, values: dict) -> torch.Tensor:
     return torch.stack(out)
 
 
-def timed(fn) -> float:
-    start = time.perf_counter()
-    fn()
-    return time.perf_counter() - start
-
-
-def quantile(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(q * len(xs)))]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
@@ -122,7 +115,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", default="1",
                         help="comma-separated torch CPU thread counts, each measured in the same rounds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "RESULTS_augment.md"))
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "history", "augment.md"))
     parser.add_argument("--append", action="store_true", help="add a section to --out instead of replacing it")
     parser.add_argument("--label", default="", help="a note for the section heading (e.g. the malloc settings)")
     args = parser.parse_args()
@@ -135,13 +128,7 @@ def main() -> None:
     normalized = TF.normalize(pixels, MEAN, STD)
     values = {k: v.to(device) for k, v in per_example_values(args.batch, g).items()}
     augmenter = Augmenter({k: k for k in BASE}, mean=MEAN, std=STD)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-
-    def run(fn):
-        def call():
-            fn()
-            sync()
-        return call
+    now = clock(device)
 
     def back_to_back():
         # The same call 5 times in a row, timed per call by the caller's clock / 5: the steady state of a
@@ -150,21 +137,26 @@ def main() -> None:
             augmenter(normalized, values)
 
     providers = {
-        "batched (fastdstn Augmenter)": run(lambda: augmenter(normalized, values)),
-        "batched, 5 calls back to back (per call)": run(back_to_back),
-        "tv2-objects (per image)": run(lambda: tv2_objects(pixels, values)),
-        "tv2-functional (per image)": run(lambda: tv2_functional(pixels, values)),
+        "batched (fastdstn Augmenter)": lambda: augmenter(normalized, values),
+        "batched, 5 calls back to back (per call)": back_to_back,
+        "tv2-objects (per image)": lambda: tv2_objects(pixels, values),
+        "tv2-functional (per image)": lambda: tv2_functional(pixels, values),
     }
-    for fn in providers.values():  # warm-up: allocator, lazy imports, first-call dispatch
-        fn()
-    times = {(t, name): [] for t in threads for name in providers}
-    for r in range(args.rounds):
-        for t in threads:  # thread counts interleaved too, so load changes hit every setting alike
+
+    def at(t, name):
+        # Thread counts are interleaved too, so that load changes hit every setting alike.
+        calls = 5 if name.startswith("batched, 5") else 1
+
+        def run():
             torch.set_num_threads(t)
-            for name, fn in providers.items():
-                times[(t, name)].append(timed(fn) / (5 if name.startswith("batched, 5") else 1))
-        print(f"round {r + 1}/{args.rounds}: " + ", ".join(
-            f"{t}T {n.split()[0]} {ts[-1] * 1e3:.1f} ms" for (t, n), ts in times.items()), flush=True)
+            start = now()
+            providers[name]()
+            return {"full": (now() - start) / calls}
+        return run
+
+    samples, _ = interleave({(t, name): at(t, name) for t in threads for name in providers}, 0.0, args.rounds,
+                            args.rounds, warmup=1)
+    times = {k: by_mode["full"] for k, by_mode in samples.items()}
     load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
     env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
     lines = [
@@ -195,12 +187,13 @@ def main() -> None:
             if name.startswith("batched"):
                 ratios = "| — | — | — |"
             else:
-                ratios = (f"| {statistics.median(a / b for a, b in zip(ts, cold)):.1f}x "
-                          f"| {statistics.median(a / b for a, b in zip(ts, warm)):.1f}x "
+                ratios = (f"| {statistics.median(paired(ts, cold)):.1f}x "
+                          f"| {statistics.median(paired(ts, warm)):.1f}x "
                           f"| {min(ts) / min(warm):.1f}x |")
-            lines.append(f"| {t} | {name} | {args.batch / quantile(ts, 0.8):,.0f} | "
-                         f"{args.batch / statistics.median(ts):,.0f} | {args.batch / quantile(ts, 0.2):,.0f} | "
-                         f"{args.batch / min(ts):,.0f} | {statistics.median(ts) * 1e3:.2f} {ratios}")
+            p20, p50, p80 = percentiles(ts)
+            lines.append(f"| {t} | {name} | {args.batch / p80:,.0f} | "
+                         f"{args.batch / p50:,.0f} | {args.batch / p20:,.0f} | "
+                         f"{args.batch / min(ts):,.0f} | {p50 * 1e3:.2f} {ratios}")
     text = "\n".join(lines) + "\n"
     print(text)
     if args.append:
@@ -209,7 +202,7 @@ def main() -> None:
     else:
         with open(args.out, "w", encoding="utf-8") as f:
             f.write("# Batched per-example augmentation vs per-image torchvision v2\n\n"
-                    "Target: ≥ 20x against a per-example torchvision pipeline (issue 3).\n\n" + text)
+                    "Target: ≥ 20x against a per-example torchvision pipeline.\n\n" + text)
 
 
 if __name__ == "__main__":

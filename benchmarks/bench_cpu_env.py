@@ -11,7 +11,7 @@ because the instruction set, the allocator and the GEMM kernel's mode are fixed 
 same op calls with FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits
 give to ATen). These produced the
 numbers quoted in csrc/epilogue_cpu.cpp, csrc/small_gemm_cpu.cpp, csrc/stn_dense.cpp,
-fastdstn/train/allocator.py and benchmarks/RESULTS_ops_cpp.md.
+fastdstn/train/allocator.py and benchmarks/history/ops_cpp.md.
 """
 from __future__ import annotations
 
@@ -21,29 +21,19 @@ import os
 import statistics
 import subprocess
 import sys
-import time
+
+import cases
+from timing import repeat
 
 
 def _best_us(fn, n):
-    for _ in range(10):
-        fn()
-    best = float("inf")
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best * 1e6
+    """The fastest of n calls (after 10 warm-up calls), in µs."""
+    return min(repeat(fn, n, warmup=10)) * 1e6
 
 
 def _median_ms(fn, n):
-    for _ in range(5):
-        fn()
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times) * 1e3
+    """The median of n calls (after 5 warm-up calls), in ms."""
+    return statistics.median(repeat(fn, n, warmup=5)) * 1e3
 
 
 def isa_case() -> dict:
@@ -55,7 +45,7 @@ def isa_case() -> dict:
     torch.set_num_threads(1)
     ops = torch.ops.fastdstn
     out = {"isa": cpp.CPU_ISA}
-    for B, n in ((32, 256), (128, 1024)):
+    for B, n, _ in cases.LINEAR_SHAPES[:2]:          # the two square layers
         x, xt, eps = torch.randn(B, n), torch.randn(B, n), torch.randn(B, 3)
         Wg, Wr = torch.randn(n, n) / 16, torch.randn(n, n) / 16
         bg, br, V = torch.randn(n), torch.randn(n), torch.randn(2 * n, 3)
@@ -66,10 +56,10 @@ def isa_case() -> dict:
             mask = [False, False, False, False, False, False, True, True]
             out[f"linear response epilogue + sums ({B}, {n}) µs"] = _best_us(
                 lambda: ops.stn_linear_dual_backward(None, g, x, xt, eps, Wg, Wr, br, V, u, True, mask), 400)
-    x = torch.randn(128, 1200)
-    rate = torch.full((128,), 0.3)
+    x = torch.randn(cases.MLP_BATCH, cases.MLP_SIZES[1])      # the MLP's hidden activations
+    rate = torch.full((cases.MLP_BATCH,), 0.3)
     with torch.no_grad():
-        out["dropout_dual 128 x 1200, primal + tangent µs"] = _best_us(
+        out[f"dropout_dual {x.shape[0]} x {x.shape[1]}, primal + tangent µs"] = _best_us(
             lambda: ops.dropout_dual(x, x, rate, 7, 0, []), 400)
     return out
 
@@ -81,10 +71,11 @@ def malloc_case() -> dict:
     from fastdstn.train.allocator import keep_freed_memory
 
     kept = os.environ.get("FASTDSTN_KEEP_FREED_MEMORY", "1") != "0" and keep_freed_memory()
-    x, W = torch.randn(128, 1, 28, 28), torch.randn(16, 1, 5, 5)
+    B, c_in, c_out, hw, k, pad, _ = cases.CONV_SHAPES[0]          # SimpleCNN's first convolution
+    x, W = torch.randn(B, c_in, hw, hw), torch.randn(c_out, c_in, k, k)
     with torch.no_grad():
-        ms = _median_ms(lambda: F.conv2d(x, W, None, padding=2), 60)
-    return {"freed memory kept": kept, "conv 1->16 k5 28x28 B128 ms": ms}
+        ms = _median_ms(lambda: F.conv2d(x, W, None, padding=pad), 60)
+    return {"freed memory kept": kept, f"conv {c_in}->{c_out} k{k} {hw}x{hw} B{B} ms": ms}
 
 
 def stacking_case() -> dict:
@@ -95,7 +86,7 @@ def stacking_case() -> dict:
 
     keep_freed_memory()
     out = {}
-    for B, c_in, c_out, hw, k, pad in ((128, 1, 16, 28, 5, 2), (128, 16, 32, 14, 5, 2), (64, 64, 64, 32, 3, 1)):
+    for B, c_in, c_out, hw, k, pad, _ in cases.CONV_SHAPES:
         x, Wg, Wr, bg = torch.randn(B, c_in, hw, hw), torch.randn(c_out, c_in, k, k), torch.randn(c_out, c_in, k, k), \
             torch.randn(c_out)
         stacked = torch.cat([Wg, Wr])
@@ -123,8 +114,8 @@ def gemm_case(quick: bool = False) -> dict:
     out = {}
     for threads in (1,) if quick else (1, 2):
         torch.set_num_threads(threads)
-        for B in (32,) if quick else (8, 32, 64, 128, 256):
-            for n_in, n_out in ((256, 256),) if quick else ((256, 256), (784, 1200), (1024, 1024), (1200, 10)):
+        for B in (32,) if quick else cases.GEMM_BATCHES:
+            for n_in, n_out in cases.GEMM_SIZES[:1] if quick else cases.GEMM_SIZES:
                 x, xt, g = torch.randn(B, n_in), torch.randn(B, n_in), torch.randn(B, n_out)
                 Wg, Wr = torch.randn(n_out, n_in), torch.randn(n_out, n_in)
                 products = {"forward": lambda: ops._linear_products(x, xt, Wg, Wr),

@@ -11,7 +11,7 @@ Providers:
              ∂ẏ·W_g, ∂ẏᵀ·x backward: the GEMM floor that a fused op can approach but not beat.
 
     python benchmarks/bench_ops_cpp.py                 # print the table
-    python benchmarks/bench_ops_cpp.py --append        # also append it to benchmarks/RESULTS_ops_cpp.md
+    python benchmarks/bench_ops_cpp.py --append        # also append it to benchmarks/history/ops_cpp.md
 """
 from __future__ import annotations
 
@@ -19,8 +19,7 @@ import argparse
 import datetime
 import os
 import platform
-import statistics
-import time
+import sys
 
 import torch
 
@@ -29,88 +28,52 @@ from fastdstn.ops import reference as ref
 from fastdstn.train.allocator import keep_freed_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
 
-LINEAR_SIZES = [(32, 256, 256), (128, 1024, 1024), (512, 784, 1200), (128, 784, 1200), (128, 1200, 10)]
-# (name, B, C_in, C_out, HW, k, padding, has_xt): SimpleCNN's two convolutions (the first sees the network
-# input, whose tangent is zero) and a VGG layer.
-CONV_SIZES = [("SimpleCNN conv1", 128, 1, 16, 28, 5, 2, False), ("SimpleCNN conv2", 128, 16, 32, 14, 5, 2, True),
-              ("VGG 64-64 @32", 64, 64, 64, 32, 3, 1, True)]
+import cases  # noqa: E402
+import timing  # noqa: E402
 
 
-def _leaf(*shape, grad=False, scale=1.0):
-    return (torch.randn(*shape) * scale).requires_grad_(grad)
+def _response_step(op, a, leaves, *geometry):
+    """One forward of op on the inputs `a` and the gradients of its tangent w.r.t. the response leaves."""
+    args = (a["x"], a["xt"], a["eps"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"], *geometry)
+
+    def run():
+        _, yt = op(*args)
+        return torch.autograd.grad(yt, leaves, a["gy"])
+    return run
 
 
-def linear_case(B, n_in, n_out, H=3):
-    x, xt, eps = _leaf(B, n_in), _leaf(B, n_in, grad=True), _leaf(B, H)
-    Wg, bg = _leaf(n_out, n_in, scale=n_in ** -0.5), _leaf(n_out)
-    Wr, br, V = _leaf(n_out, n_in, grad=True, scale=n_in ** -0.5), _leaf(n_out, grad=True), _leaf(2 * n_out, H, grad=True)
-    g = torch.randn(B, n_out)
-    args = (x, xt, eps, Wg, bg, Wr, br, V)
-    leaves = [xt, Wr, br, V]
-
-    def step(op):
-        def run():
-            _, yt = op(*args)
-            return torch.autograd.grad(yt, leaves, g)
-        return run
-
-    xd, xtd, Wgd, Wrd = x.detach(), xt.detach(), Wg.detach(), Wr.detach()
-
-    def floor():
-        torch.mm(xd, Wgd.t()), torch.mm(xd, Wrd.t()), torch.mm(xtd, Wgd.t())
-        torch.mm(g, Wgd), torch.mm(g.t(), xd)
-
-    return {"cpp": step(cpp.stn_linear_dual), "reference": step(ref.stn_linear_dual), "mm-floor": floor}
+def linear_case(B, n_in, n_out):
+    a = cases.linear_inputs(B, n_in, n_out)
+    leaves = [a[k] for k in ("xt", "Wr", "br", "V")]
+    floor_forward, floor_backward = cases.linear_dual_case((B, n_in, n_out), [])["floor"]
+    return {"cpp": _response_step(cpp.stn_linear_dual, a, leaves),
+            "reference": _response_step(ref.stn_linear_dual, a, leaves),
+            "mm-floor": lambda: floor_backward(floor_forward())}
 
 
-def conv_case(B, c_in, c_out, hw, k, pad, has_xt, H=6):
-    x, eps = _leaf(B, c_in, hw, hw), _leaf(B, H)
-    xt = _leaf(B, c_in, hw, hw, grad=True) if has_xt else None
-    fan = c_in * k * k
-    Wg, bg = _leaf(c_out, c_in, k, k, scale=fan ** -0.5), _leaf(c_out)
-    Wr = _leaf(c_out, c_in, k, k, grad=True, scale=fan ** -0.5)
-    br, V = _leaf(c_out, grad=True), _leaf(2 * c_out, H, grad=True)
-    g = torch.randn(B, c_out, hw, hw)
-    args = (x, xt, eps, Wg, bg, Wr, br, V, (1, 1), (pad, pad), (1, 1), 1)
-    leaves = [t for t in (xt, Wr, br, V) if t is not None]
-
-    def step(op):
-        def run():
-            _, yt = op(*args)
-            return torch.autograd.grad(yt, leaves, g)
-        return run
-
-    return {"cpp": step(cpp.stn_conv2d_dual), "reference": step(ref.stn_conv2d_dual)}
-
-
-def measure(providers, rounds, warmup=3):
-    """Interleaved timing: every round runs each provider once, in a rotating order."""
-    names = list(providers)
-    for _ in range(warmup):
-        for n in names:
-            providers[n]()
-    times = {n: [] for n in names}
-    for r in range(rounds):
-        order = names[r % len(names):] + names[:r % len(names)]
-        for n in order:
-            t0 = time.perf_counter()
-            providers[n]()
-            times[n].append(time.perf_counter() - t0)
-    out = {}
-    for n, ts in times.items():
-        q = statistics.quantiles(ts, n=10)
-        out[n] = (statistics.median(ts) * 1e3, q[1] * 1e3, q[7] * 1e3)
-    return out
+def conv_case(B, c_in, c_out, hw, k, pad, has_xt):
+    a = cases.conv_inputs(B, c_in, c_out, hw, k, has_xt)
+    leaves = [a[n] for n in ("xt", "Wr", "br", "V") if a[n] is not None]
+    geometry = ((1, 1), (pad, pad), (1, 1), 1)
+    return {"cpp": _response_step(cpp.stn_conv2d_dual, a, leaves, *geometry),
+            "reference": _response_step(ref.stn_conv2d_dual, a, leaves, *geometry)}
 
 
 def rounds_for(ms_estimate: float, budget_s: float) -> int:
     return int(max(15, min(200, budget_s * 1e3 / max(ms_estimate, 1e-3))))
 
 
+def _timed_rows(providers, budget_s):
+    """Every provider's Summary in ms, the number of rounds sized from one call of the reference."""
+    estimate = timing.measure({"reference": providers["reference"]}, 1)["reference"].p50
+    return timing.measure(providers, rounds_for(estimate, budget_s), warmup=3)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/RESULTS_ops_cpp.md")
+    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/history/ops_cpp.md")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds of timing per size and provider")
     parser.add_argument("--note", default="", help="a line to put under the table's heading")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
@@ -130,32 +93,25 @@ def main():
     def row(op, size, res):
         c, r = res["cpp"], res["reference"]
         f = res.get("mm-floor")
-        floor_txt = f"{f[0]:.3f}" if f else "–"
-        ratio_txt = f"{c[0] / f[0]:.2f}x" if f else "–"
-        line = (f"| {op} | {size} | {c[0]:.3f} ({c[1]:.3f}–{c[2]:.3f}) | {r[0]:.3f} | {floor_txt} | {ratio_txt} | "
-                f"{r[0] / c[0]:.2f}x |")
+        floor_txt = f"{f.p50:.3f}" if f else "–"
+        ratio_txt = f"{c.p50 / f.p50:.2f}x" if f else "–"
+        line = (f"| {op} | {size} | {c.p50:.3f} ({c.p20:.3f}–{c.p80:.3f}) | {r.p50:.3f} | {floor_txt} | "
+                f"{ratio_txt} | {r.p50 / c.p50:.2f}x |")
         print(line, flush=True)
         lines.append(line)
 
     print("\n".join(lines), flush=True)
-    for B, n_in, n_out in LINEAR_SIZES:
+    for B, n_in, n_out in cases.LINEAR_SHAPES + cases.MLP_LAYER_SHAPES:
         if args.only and args.only not in f"linear ({B}, {n_in}, {n_out})":
             continue
-        providers = linear_case(B, n_in, n_out)
-        t0 = time.perf_counter()
-        providers["reference"]()
-        est = (time.perf_counter() - t0) * 1e3
         row("stn_linear_dual fwd+bwd", f"({B}, {n_in}, {n_out})",
-            measure(providers, rounds_for(est, args.budget)))
-    for name, B, c_in, c_out, hw, k, pad, has_xt in CONV_SIZES:
+            _timed_rows(linear_case(B, n_in, n_out), args.budget))
+    for name, (B, c_in, c_out, hw, k, pad, has_xt) in zip(cases.CONV_NAMES, cases.CONV_SHAPES):
         if args.only and args.only not in f"conv {name}":
             continue
-        providers = conv_case(B, c_in, c_out, hw, k, pad, has_xt)
-        t0 = time.perf_counter()
-        providers["reference"]()
-        est = (time.perf_counter() - t0) * 1e3
-        row("stn_conv2d_dual fwd+bwd", f"{name}: B={B} {c_in}→{c_out} k{k} {hw}×{hw}" + ("" if has_xt else ", ẋ=0"),
-            measure(providers, rounds_for(est, args.budget)))
+        size = f"{name}: B={B} {c_in}→{c_out} k{k} {hw}×{hw}" + ("" if has_xt else ", ẋ=0")
+        row("stn_conv2d_dual fwd+bwd", size,
+            _timed_rows(conv_case(B, c_in, c_out, hw, k, pad, has_xt), args.budget))
 
     if args.append:
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -164,7 +120,7 @@ def main():
                 f"small-batch GEMM kernel: {'on' if cpp.SMALL_GEMM else 'off'}, malloc: {malloc}\n\n")
         if args.note:
             head += args.note + "\n\n"
-        with open(os.path.join(HERE, "RESULTS_ops_cpp.md"), "a") as f:
+        with open(os.path.join(HERE, "history", "ops_cpp.md"), "a") as f:
             f.write(head + "\n".join(lines) + "\n")
 
 

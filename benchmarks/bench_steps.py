@@ -1,5 +1,5 @@
 """Training-step cost of one model with one backend, printed as a markdown table (a quick look;
-`run_all.py` is the full, all-backends version that writes results.csv and RESULTS.md).
+`run_all.py` is the full, all-backends version that writes results.csv).
 
     python benchmarks/bench_steps.py [--model mlp|cnn|lstm] [--backend auto|reference|cpp] [--repeats 30]
 """
@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
-from typing import Callable, Dict, List
+from typing import Callable, Dict
 
 import torch
 
 import cases
 import fastdstn
+from timing import interleave, paired, percentiles, saved_bytes, timed
 
 
 def main() -> None:
@@ -32,27 +32,20 @@ def main() -> None:
         train, hyper = workload.stn(mode, linearized_hyper=linearized)
         steps[name] = train if phase == "train" else hyper
 
-    times: Dict[str, List[float]] = {name: [] for name in steps}
     with fastdstn.ops.use_backend(args.backend):
-        memory = {name: cases.saved_bytes(step, step.resident) for name, step in steps.items()}
-        for _ in range(args.warmup):
-            for step in steps.values():
-                step()
-        for _ in range(args.repeats):          # interleaved: a drift of the machine hits every step alike
-            for name, step in steps.items():
-                start = time.perf_counter()
-                step()
-                times[name].append(time.perf_counter() - start)
+        memory = {name: saved_bytes(step, step.resident) for name, step in steps.items()}
+        samples, rounds = interleave({name: timed(step) for name, step in steps.items()}, 0.0, args.repeats,
+                                     args.repeats, warmup=args.warmup)
 
-    base = statistics.median(times["plain"])
-    print(f"# {workload.label}, backend {args.backend}, {args.threads} threads, {args.repeats} interleaved repeats, "
+    times = {name: by_mode["full"] for name, by_mode in samples.items()}
+    print(f"# {workload.label}, backend {args.backend}, {args.threads} threads, {rounds} interleaved repeats, "
           f"torch {torch.__version__}, fastdstn {fastdstn.__version__}")
     print("| step | p20 ms | median ms | p80 ms | × plain | saved for backward MB |")
     print("|---|---|---|---|---|---|")
-    for name, samples in times.items():
-        q = statistics.quantiles(samples, n=5)
-        med = statistics.median(samples)
-        print(f"| {name} | {q[0] * 1e3:.2f} | {med * 1e3:.2f} | {q[3] * 1e3:.2f} | {med / base:.2f} | "
+    for name, seconds in times.items():
+        p20, p50, p80 = percentiles(seconds)
+        ratio = statistics.median(paired(seconds, times["plain"]))
+        print(f"| {name} | {p20 * 1e3:.2f} | {p50 * 1e3:.2f} | {p80 * 1e3:.2f} | {ratio:.2f} | "
               f"{memory[name] / 2**20:.2f} |")
 
 

@@ -2,7 +2,7 @@
 converted model's training steps (fixed = general weights only, STN, centered STN, Δ-STN) and its hyper step.
 
 Providers run interleaved in one process on the same batch, and each ratio is the median of per-round ratios
-(run_all.paired), which is what survives a shared machine.
+(timing.paired), which is what survives a shared machine.
 
     python benchmarks/bench_zoo.py [--models resnet18 gpt2 ...] [--image-batch 32] [--token-batch 16]
                                    [--budget 20] [--threads 2] [--out benchmarks/RESULTS_zoo.md]
@@ -14,28 +14,20 @@ import copy
 import os
 import statistics
 import sys
-import time
 from typing import Callable, Dict
 
 import torch
 
-import run_all
 from fastdstn import HyperSpace, SelfTuning, convert, make_optimizers
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "zoo"))
 import zoo  # noqa: E402
+from results import machine_info  # noqa: E402
+from timing import interleave, paired, timed  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 MODES = ("fixed", "stn", "centered", "delta")
 TOKEN_MODELS = ("gpt2", "bert", "llama", "gpt")
-
-
-def timed(step: Callable[[], None]) -> Callable[[], Dict[str, float]]:
-    def run() -> Dict[str, float]:
-        start = time.perf_counter()
-        step()
-        return {"full": time.perf_counter() - start}
-    return run
 
 
 def providers(z: zoo.ZooModel) -> Dict[str, Callable[[], Dict[str, float]]]:
@@ -73,15 +65,15 @@ def main() -> None:
     parser.add_argument("--out", default=os.path.join(HERE, "RESULTS_zoo.md"))
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    info = run_all.machine_info(torch.device("cpu"))
+    info = machine_info(torch.device("cpu"))
     load = os.getloadavg()[0]
     rows = []
     for name in args.models:
         batch = args.token_batch if name in TOKEN_MODELS else args.image_batch
         z = zoo.build(name, batch)
-        samples, rounds = run_all.interleave(providers(z), args.budget, args.min_rounds, max_rounds=1000)
+        samples, rounds = interleave(providers(z), args.budget, args.min_rounds, max_rounds=1000)
         plain = samples["plain"]["full"]
-        ratio = {n: statistics.median(run_all.paired(samples[n]["full"], plain)) for n in samples if n != "plain"}
+        ratio = {n: statistics.median(paired(samples[n]["full"], plain)) for n in samples if n != "plain"}
         report = convert(copy.deepcopy(z.model), HyperSpace(z.hypers), dropout=z.dropout).stn_conversion
         params = sum(p.numel() for p in z.model.parameters())
         rows.append(f"| {name} | {batch} | {params / 1e6:.2f} | {len(report.converted)} | "

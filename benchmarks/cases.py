@@ -1,4 +1,5 @@
-"""What the benchmarks measure, in one place: op shapes and inputs, and the training-step workloads.
+"""What the benchmarks measure, in one place: every shape any benchmark script uses, op inputs, and the
+training-step workloads.
 
 `run_all.py` times these; `test_bench_ops.py` / `test_bench_steps.py` run the same callables through
 pytest-benchmark (and, under --benchmark-disable, once each as a smoke test), so the script and the
@@ -16,7 +17,7 @@ widths) with its SGD step, and the STN model for SelfTuning's training and hyper
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -31,13 +32,30 @@ Tensor = torch.Tensor
 Provider = Tuple[Callable[[], object], Callable[[object], None]]
 
 # ----------------------------------------------------------------------------------------------- ops
+# Every shape a benchmark uses is defined here.
 # (B, in, out): a small layer, a 1024-wide hidden layer at batch 128, the MLP's first layer at batch 512.
 LINEAR_SHAPES: List[Tuple[int, int, int]] = [(32, 256, 256), (128, 1024, 1024), (512, 784, 1200)]
+# The MNIST MLP's first and last layers at its training batch 128 (bench_ops_cpp.py times them too).
+MLP_LAYER_SHAPES: List[Tuple[int, int, int]] = [(128, 784, 1200), (128, 1200, 10)]
 # (B, C_in, C_out, size, kernel, padding, has_xt): SimpleCNN's two convolutions (the first one sees the
-# network input, whose tangent is zero, so it gets no ẋ) and a VGG-sized layer.
+# network input, whose tangent is zero, so it gets no ẋ) and a VGG-sized layer; CONV_NAMES names them.
 CONV_SHAPES: List[Tuple[int, int, int, int, int, int, bool]] = [
     (128, 1, 16, 28, 5, 2, False), (128, 16, 32, 14, 5, 2, True), (64, 64, 64, 32, 3, 1, True)]
+CONV_NAMES: List[str] = ["SimpleCNN conv1", "SimpleCNN conv2", "VGG 3x3"]
+# Tiny shapes of the same kinds (a conv without and one with ẋ) for smoke runs, which check plumbing only.
+SMOKE_LINEAR_SHAPES = [(8, 16, 16)]
+SMOKE_CONV_SHAPES = [(2, 1, 4, 8, 5, 2, False), (2, 3, 4, 8, 3, 1, True)]
 HYPERS = 6
+# Sequence lengths T of bench_attention.py (queries = keys): the CPU table, and the GPU table (bf16).
+ATTENTION_CPU_LENGTHS = [128, 256, 512, 1024, 2048, 4096]
+ATTENTION_GPU_LENGTHS = [1024, 2048, 4096, 8192]
+# Dropout and LSTM-cell shapes of roofline.py: (label, shape, batch_dim, shared dims) and (B, hidden).
+DROPOUT_SHAPES = [("MLP hidden (512, 1200), elementwise", (512, 1200), 0, ()),
+                  ("SimpleCNN (128, 16, 28, 28), channel", (128, 16, 28, 28), 0, (2, 3))]
+LSTM_CELL_SHAPE = (64, 650)
+# bench_cpu_env.py's sweep of the small-batch GEMM kernel: batch sizes × (in, out).
+GEMM_BATCHES = [8, 32, 64, 128, 256]
+GEMM_SIZES = [(256, 256), (784, 1200), (1024, 1024), (1200, 10)]
 
 
 def linear_label(shape) -> str:
@@ -109,7 +127,7 @@ def linear_dual_case(shape, backends_: List[str], device="cpu") -> Dict[str, Pro
     a = linear_inputs(*shape, device=device)
     x, xt, Wg, Wr, gy = (a[k].detach() for k in ("x", "xt", "Wg", "Wr", "gy"))
 
-    def floor_forward():        # y = x·W_gᵀ, u = x·W_rᵀ, ẋ·W_gᵀ: SPEC §5's three forward GEMMs
+    def floor_forward():        # y = x·W_gᵀ, u = x·W_rᵀ, ẋ·W_gᵀ: docs/METHOD.md §5's three forward GEMMs
         torch.mm(x, Wg.t()), torch.mm(x, Wr.t()), torch.mm(xt, Wg.t())
 
     def floor_backward(_):      # ∂ẋ = ∂ẏ·W_g and ∂W_r = (s⊙∂ẏ)ᵀ·x: the two backward GEMMs
@@ -291,33 +309,7 @@ def lstm_workload(device="cpu", small: bool = False) -> Workload:
 
 WORKLOADS: Dict[str, Callable[..., Workload]] = {"mlp": mlp_workload, "cnn": cnn_workload, "lstm": lstm_workload}
 MODES = ("stn", "centered", "delta")
-# Every timed step: (name, mode, phase, linearized_hyper). "delta:hyper_lin" is SPEC §4's optional linearized
-# hyper step, timed so that its cost is on record next to the default one.
+# Every timed step: (name, mode, phase, linearized_hyper). "delta:hyper_lin" is the optional linearized hyper
+# step of docs/METHOD.md §4, timed so that its cost is on record next to the default one.
 STEPS = [(f"{m}:{p}", m, p, False) for m in MODES for p in ("train", "hyper")]
 STEPS.append(("delta:hyper_lin", "delta", "hyper", True))
-
-
-def saved_bytes(step: Callable[[], None], resident: Iterable[Tensor] = ()) -> int:
-    """Bytes of the distinct storages autograd saves for backward during one step, summed over the step's
-    backward passes (centered / Δ-STN run two): the activation memory the step's graphs hold. A storage
-    saved by several nodes counts once, and the storages of `resident` tensors (weights, λ, the batch) are
-    left out: a backend that saves a reference to a weight (the C++ ops' save_for_backward does) costs no
-    memory for it. The hook keeps every saved storage alive until the step ends, so that the allocator
-    cannot hand a freed address to a later sub-step's tensor and make two storages look like one (which
-    made the number drift by ~20% between runs)."""
-    skip = {(str(t.device), t.untyped_storage().data_ptr()) for t in resident}
-    seen: Dict[Tuple[str, int], int] = {}
-    alive: List[Tensor] = []
-
-    def pack(t: Tensor):
-        storage = t.untyped_storage()
-        where = (str(t.device), storage.data_ptr())
-        if where not in skip and where not in seen:
-            seen[where] = storage.nbytes()
-            alive.append(t)
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        step()
-    alive.clear()
-    return sum(seen.values())

@@ -24,6 +24,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
+import results  # noqa: E402
+
 Key = Tuple[str, ...]
 
 
@@ -44,11 +46,10 @@ class Change:
 
 
 def _ratios(rows, stat: str) -> Dict[Key, float]:
-    """run_all.ratios on the chosen statistic (p50 by default; p20 is steadier under heavy load)."""
-    import run_all
+    """results.ratios on the chosen statistic (p50 by default; p20 is steadier under heavy load)."""
     if stat != "p50":
         rows = [dict(r, p50=r[stat]) for r in rows]
-    return run_all.ratios(rows)
+    return results.ratios(rows)
 
 
 def compare(baseline_rows: Sequence[dict], fresh_rows: Sequence[dict], threshold: float,
@@ -82,7 +83,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     import run_all
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--baseline", default=run_all.RESULTS_CSV, help="the committed CSV (default: %(default)s)")
+    p.add_argument("--baseline", default=results.RESULTS_CSV, help="the committed CSV (default: %(default)s)")
     p.add_argument("--fresh", default=None, help="a CSV from run_all.py; without it, a --quick run is made now")
     p.add_argument("--threshold", type=float, default=0.15, help="allowed relative growth of a ratio")
     p.add_argument("--stat", default="p50", choices=("p20", "p50", "p80"))
@@ -96,7 +97,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--verbose", action="store_true", help="print every compared ratio")
     args = p.parse_args(argv)
 
-    baseline = run_all.read_csv(args.baseline)
+    baseline = results.read_csv(args.baseline)
     base = _ratios(baseline, args.stat)
     run_args = ["--suites", args.suites, "--models", args.models, "--threads", str(args.threads)]
     run_args += [] if args.full else ["--quick"]
@@ -106,12 +107,12 @@ def main(argv: Optional[List[str]] = None) -> int:
 
     def measure() -> Dict[Key, float]:
         rows = run_all.run(run_all.parser().parse_args(run_args))
-        run_all.write_csv(path, rows, append=bool(measured))     # this invocation's runs, one file
+        results.write_csv(path, rows, append=bool(measured))     # this invocation's runs, one file
         measured.append(len(rows))
         print(f"fresh run {len(measured)} written to {path}")
         return _ratios(rows, args.stat)
 
-    runs = [_ratios(run_all.read_csv(args.fresh), args.stat) if args.fresh is not None else measure()]
+    runs = [_ratios(results.read_csv(args.fresh), args.stat) if args.fresh is not None else measure()]
     worse, better, gone, new = compare_ratios(base, runs[0], args.threshold)
     while worse and args.fresh is None and len(runs) <= args.confirm:
         print(f"{len(worse)} ratio(s) beyond the threshold: measuring again to tell a regression from noise")

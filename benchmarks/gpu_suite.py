@@ -3,7 +3,7 @@
     python benchmarks/gpu_suite.py [--budget 10] [--out benchmarks/RESULTS_gpu_suite.md]   # ≤ 8 minutes on one H100
     python benchmarks/gpu_suite.py --smoke                                                 # toy shapes, CPU, seconds
 
-Three tables, each provider timed interleaved with its floor on the same inputs (run_all.interleave; medians of
+Three tables, each provider timed interleaved with its floor on the same inputs (timing.interleave; medians of
 per-round ratios), CUDA synchronized around every call, and peak memory from one extra call per provider:
 * ops: the dual linear (M tokens × K → N, H = 8 hyperparameters) and the dual convolution at ResNet-50 stage sizes,
   forward + the response sub-step's backward (∂ẋ, ∂W_r, ∂b_r, ∂V), per backend, against the GEMM floor: the
@@ -22,18 +22,18 @@ import copy
 import os
 import statistics
 import sys
-import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
 
 import torch
 import torch.nn.functional as F
 
-import run_all
+import timing
 from fastdstn import Hyper, HyperSpace, SelfTuning, convert, make_optimizers, ops
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "tests", "zoo"))
+from results import machine_info  # noqa: E402
 from zoo import Logits  # noqa: E402
 HYPERS = 8
 
@@ -54,30 +54,6 @@ FULL = Sizes(linear=[(8192, 4096, 4096), (8192, 1024, 4096)], conv=[(32, 64, 56)
 SMOKE = Sizes(linear=[(16, 8, 12)], conv=[(2, 4, 6)], attention=[(16, 2, 8)],
               gpt=dict(vocab_size=64, n_layer=1, n_embd=16, n_head=2, n_positions=8, batch=2),
               resnet=dict(layers=[1, 1, 1, 1], width_per_group=4, num_classes=10, batch=2, side=16))
-
-
-def timed(device: torch.device, call: Callable[[], None]) -> Callable[[], Dict[str, float]]:
-    """One call's seconds, the device synchronized before and after."""
-    def run() -> Dict[str, float]:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        call()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        return {"full": time.perf_counter() - start}
-    return run
-
-
-def peak_mb(device: torch.device, call: Callable[[], None]) -> Optional[float]:
-    if device.type != "cuda":
-        return None
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
-    call()
-    torch.cuda.synchronize(device)
-    return (torch.cuda.max_memory_allocated(device) - before) / 2 ** 20
 
 
 def backends(device: torch.device) -> List[str]:
@@ -181,14 +157,14 @@ def step_providers(case, autocast: bool, device: torch.device):
 
 
 def measure(providers: Dict[str, Callable[[], None]], device: torch.device, budget: float, floor_calls: int = 1):
-    """[(provider, median ms, median ratio to the floor, peak MB)] with the floor's own row first."""
-    samples, rounds = run_all.interleave({n: timed(device, c) for n, c in providers.items()}, budget, 3, 200)
+    """[(provider, median ms, median ratio to the floor, peak MB above the inputs, rounds)]."""
+    samples, rounds = timing.interleave({n: timing.timed(c, device) for n, c in providers.items()}, budget, 3, 200)
     floor = [t * floor_calls for t in samples["floor"]["full"]]
     rows = []
     for name, call in providers.items():
         times = samples[name]["full"] if name != "floor" else floor
-        rows.append((name, statistics.median(times) * 1e3, statistics.median(run_all.paired(times, floor)),
-                     peak_mb(device, call), rounds))
+        rows.append((name, statistics.median(times) * 1e3, statistics.median(timing.paired(times, floor)),
+                     timing.peak_bytes(call, device) / 2 ** 20, rounds))
     return rows
 
 
@@ -209,7 +185,7 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
     def emit(table: str, case: str, dtype, rows) -> None:
         for name, ms, ratio, mb, rounds in rows:
             lines.append(f"| {table} | {case} | {str(dtype).replace('torch.', '')} | {name} | {ms:.3f} | {ratio:.2f} | "
-                         f"{'-' if mb is None else f'{mb:.0f}'} | {rounds} |")
+                         f"{mb:.1f} | {rounds} |")
             print(lines[-1], flush=True)
 
     for dtype in dtypes:
@@ -225,7 +201,7 @@ def main(argv: Optional[List[str]] = None) -> List[str]:
          measure(step_providers(gpt_case(sizes, device), autocast, device), device, budget))
     emit("steps", "resnet50", "bf16 autocast" if autocast else torch.float32,
          measure(step_providers(resnet_case(sizes, device), autocast, device), device, budget))
-    info = run_all.machine_info(device)
+    info = machine_info(device)
     versions = (f"torch {info['torch']}, CUDA {torch.version.cuda}, Triton "
                 f"{getattr(sys.modules.get('triton'), '__version__', 'not loaded')}, fastdstn {info['fastdstn']}")
     header = ["# GPU suite", "", f"`python benchmarks/gpu_suite.py{' --smoke' if args.smoke else ''}`, "

@@ -8,7 +8,7 @@ For each kernel of fastdstn.kernels and each benchmark shape this counts
     launch per PyTorch op, each reading its operands and writing its result once: a lower bound for it),
 and turns them into floor times on an H100 SXM: max(FLOPs / 989 TFLOP/s dense bf16, bytes / 3.35 TB/s).
 
-Nothing here is measured. No GPU was lent while this was written, so the page holds no GPU times.
+Nothing here is measured; GPU times measured once on an H100 are in benchmarks/history/gpu.md.
 
     python benchmarks/roofline.py            # rewrites benchmarks/ROOFLINE.md
     python benchmarks/roofline.py --stdout   # prints it instead
@@ -17,19 +17,21 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Dict, List, Sequence, Tuple
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from cases import CONV_NAMES, CONV_SHAPES, DROPOUT_SHAPES, LINEAR_SHAPES, LSTM_CELL_SHAPE  # noqa: E402
 
 PEAK_FLOPS = 989e12      # H100 SXM dense bf16 tensor-core FLOP/s
 PEAK_BYTES = 3.35e12     # H100 SXM HBM3 bytes/s
 ELEMENT = 2              # bf16 storage; accumulation is fp32 in registers
 H = 6                    # hyperparameters per layer (SimpleCNN's H; H only touches the thin ε·Vᵀ terms)
 
-LINEAR_SHAPES = [(128, 1024, 1024), (512, 784, 1200), (32, 256, 256)]
-# (name, batch, c_in, c_out, size, kernel, padding, first layer: no ẋ)
-CONV_SHAPES = [("SimpleCNN conv1", 128, 1, 16, 28, 5, 2, True),
-               ("SimpleCNN conv2", 128, 16, 32, 14, 5, 2, False),
-               ("VGG 3x3", 64, 64, 64, 32, 3, 1, False)]
+# (name, batch, c_in, c_out, size, kernel, padding, first layer: no ẋ), from cases.py's shapes.
+CONV_LAYERS = [(name, *shape[:6], not shape[6]) for name, shape in zip(CONV_NAMES, CONV_SHAPES)]
 
 
 @dataclass
@@ -310,11 +312,10 @@ def cases() -> List[Case]:
         out += [linear_dual_forward(B, I, O, True), linear_dual_forward(B, I, O, False),
                 linear_dual_response_backward(B, I, O), linear_dual_full_backward(B, I, O),
                 linear_forward(B, I, O), linear_backward(B, I, O)]
-    out += [conv_dual_forward(*c) for c in CONV_SHAPES]
-    out += [conv_dual_response_backward(*c) for c in CONV_SHAPES]
-    out += [dropout_forward("MLP hidden (512, 1200), elementwise", (512, 1200), 0, ()),
-            dropout_forward("SimpleCNN (128, 16, 28, 28), channel", (128, 16, 28, 28), 0, (2, 3))]
-    out += [lstm_forward(64, 650), lstm_backward(64, 650)]
+    out += [conv_dual_forward(*c) for c in CONV_LAYERS]
+    out += [conv_dual_response_backward(*c) for c in CONV_LAYERS]
+    out += [dropout_forward(*d) for d in DROPOUT_SHAPES]
+    out += [lstm_forward(*LSTM_CELL_SHAPE), lstm_backward(*LSTM_CELL_SHAPE)]
     return out
 
 

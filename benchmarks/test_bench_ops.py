@@ -21,7 +21,7 @@ def _run(pair):
 def test_stn_linear_dual(benchmark, provider, shape):
     B, n_in, n_out = shape
     pair = cases.linear_dual_case(shape, [p for p in PROVIDERS if p != "floor"])[provider]
-    # 3 weight GEMMs forward, 2 backward (SPEC §5), whatever the provider.
+    # 3 weight GEMMs forward, 2 backward (docs/METHOD.md §5), whatever the provider.
     benchmark.extra_info.update(flops=2 * B * n_in * n_out * 5, provider=provider)
     benchmark.group = f"stn_linear_dual {cases.linear_label(shape)}"
     benchmark.pedantic(_run, args=(pair,), rounds=10, warmup_rounds=2)

@@ -10,6 +10,7 @@ import pytest
 
 import cases
 from fastdstn import ops
+from timing import saved_bytes
 
 STEPS = {name: (mode, phase, linearized) for name, mode, phase, linearized in cases.STEPS}
 
@@ -18,7 +19,7 @@ STEPS = {name: (mode, phase, linearized) for name, mode, phase, linearized in ca
 def test_plain_step(benchmark, model):
     workload = cases.WORKLOADS[model](small=benchmark.disabled)
     benchmark.group = f"steps {model}"
-    benchmark.extra_info.update(saved_MB=cases.saved_bytes(workload.plain, workload.plain.resident) / 2 ** 20)
+    benchmark.extra_info.update(saved_MB=saved_bytes(workload.plain, workload.plain.resident) / 2 ** 20)
     benchmark.pedantic(workload.plain, rounds=5, warmup_rounds=1)
 
 
@@ -36,5 +37,5 @@ def test_stn_step(benchmark, model, step, backend):
             fn()
 
     benchmark.group = f"steps {model}"
-    benchmark.extra_info.update(saved_MB=cases.saved_bytes(run, fn.resident) / 2 ** 20, backend=backend)
+    benchmark.extra_info.update(saved_MB=saved_bytes(run, fn.resident) / 2 ** 20, backend=backend)
     benchmark.pedantic(run, rounds=5, warmup_rounds=1)

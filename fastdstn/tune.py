@@ -25,9 +25,9 @@ import optuna
 
 from .config import ConfigError, RunConfig, differences, from_dict
 from .hyper import Hyper
-from .train.data import load_data
+from .train.loaders import load_data
 from .train.files import write_text
-from .train.setup import apply_hyper_overrides, build_model, resolve_device
+from .train.building import apply_hyper_overrides, build_model, resolve_device
 from .train.trainer import Diverged, Trainer
 
 TrialState = optuna.trial.TrialState

@@ -1,5 +1,6 @@
-"""The benchmark regression guard (benchmarks/compare.py) and the CSV/markdown plumbing of
-benchmarks/run_all.py, on synthetic CSVs: fast, no timing."""
+"""The benchmark regression guard (benchmarks/compare.py), the results table (benchmarks/results.py), its
+rendering (benchmarks/report.py) and the timer's percentiles (benchmarks/timing.py), on synthetic CSVs: fast,
+no timing; and run_all.py's smoke run end to end."""
 import os
 import sys
 
@@ -9,7 +10,10 @@ BENCH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, BENCH)
 
 import compare  # noqa: E402
+import report  # noqa: E402
+import results  # noqa: E402
 import run_all  # noqa: E402
+import timing  # noqa: E402
 
 INFO = dict(device="cpu", cpu="test cpu", threads="2", torch="x", fastdstn="y", timestamp="2026-01-01T00:00:00Z")
 
@@ -19,7 +23,7 @@ def rows(cpp_ms=2.0, floor_ms=1.0, delta_ms=30.0, plain_ms=10.0, delta_mb=20.0, 
     """A small results table: one op (floor, reference, cpp) and one model (plain, Δ-STN train step)."""
     def r(suite, op, provider, mode, shape, metric, v):
         values = (v * (1 - spread), v, v * (1 + spread))
-        return run_all.make_row(info, suite, op, provider, mode, shape, metric, values, 9)
+        return results.make_row(info, suite, op, provider, mode, shape, metric, values, 9)
     out = []
     for mode, scale in (("fwd", 0.6), ("bwd", 0.4), ("full", 1.0)):
         out += [r("ops", "stn_linear_dual", "floor", mode, "B8 4->4", "time_ms", floor_ms * scale),
@@ -34,8 +38,8 @@ def rows(cpp_ms=2.0, floor_ms=1.0, delta_ms=30.0, plain_ms=10.0, delta_mb=20.0, 
 
 def run_guard(tmp_path, baseline, fresh, *extra):
     b, f = tmp_path / "baseline.csv", tmp_path / "fresh.csv"
-    run_all.write_csv(str(b), baseline)
-    run_all.write_csv(str(f), fresh)
+    results.write_csv(str(b), baseline)
+    results.write_csv(str(f), fresh)
     return compare.main(["--baseline", str(b), "--fresh", str(f), *extra])
 
 
@@ -79,8 +83,8 @@ def test_saved_bytes_regression_is_flagged(tmp_path, capsys):
 
 def test_missing_and_new_keys_are_listed_not_flagged(tmp_path, capsys):
     fresh = [r for r in rows() if r["provider"] != "cpp"]
-    fresh.append(run_all.make_row(INFO, "ops", "stn_conv2d_dual", "floor", "full", "conv", "time_ms", (1, 1, 1), 3))
-    fresh.append(run_all.make_row(INFO, "ops", "stn_conv2d_dual", "cpp", "full", "conv", "time_ms", (2, 2, 2), 3))
+    fresh.append(results.make_row(INFO, "ops", "stn_conv2d_dual", "floor", "full", "conv", "time_ms", (1, 1, 1), 3))
+    fresh.append(results.make_row(INFO, "ops", "stn_conv2d_dual", "cpp", "full", "conv", "time_ms", (2, 2, 2), 3))
     assert run_guard(tmp_path, rows(), fresh) == 0
     out = capsys.readouterr().out
     assert "only in the baseline" in out and "only in the fresh run" in out
@@ -99,13 +103,13 @@ def test_stat_option_compares_that_percentile(tmp_path):
 def test_appended_runs_use_the_newest_rows(tmp_path):
     newer = dict(INFO, timestamp="2026-02-01T00:00:00Z")
     baseline = rows(cpp_ms=4.0) + rows(info=newer)        # an old slow run, then the current one
-    assert run_all.ratios(baseline)[("ops", "stn_linear_dual", "cpp", "full", "B8 4->4", "time_ms")] == \
+    assert results.ratios(baseline)[("ops", "stn_linear_dual", "cpp", "full", "B8 4->4", "time_ms")] == \
         pytest.approx(2.0)
     assert run_guard(tmp_path, baseline, rows()) == 0
 
 
 def test_ratio_denominators():
-    r = run_all.ratios(rows())
+    r = results.ratios(rows())
     assert r[("ops", "stn_linear_dual", "reference", "bwd", "B8 4->4", "time_ms")] == pytest.approx(3.0)
     assert r[("steps", "delta:train", "cpp", "full", "MLP", "time_ms")] == pytest.approx(3.0)
     assert r[("steps", "delta:train", "cpp", "full", "MLP", "saved_MB")] == pytest.approx(2.5)
@@ -114,9 +118,9 @@ def test_ratio_denominators():
 
 def test_paired_ratio_rows_take_precedence():
     # The run recorded per-round paired ratios: their median is the ratio, not p50 / floor's p50.
-    table = rows() + [run_all.make_row(INFO, "ops", "stn_linear_dual", "cpp", "full", "B8 4->4", "time_ratio",
+    table = rows() + [results.make_row(INFO, "ops", "stn_linear_dual", "cpp", "full", "B8 4->4", "time_ratio",
                                        (1.5, 1.7, 1.9), 9)]
-    r = run_all.ratios(table)
+    r = results.ratios(table)
     assert r[("ops", "stn_linear_dual", "cpp", "full", "B8 4->4", "time_ms")] == pytest.approx(1.7)
     assert r[("ops", "stn_linear_dual", "cpp", "fwd", "B8 4->4", "time_ms")] == pytest.approx(2.0)
     assert not any(k[5] == "time_ratio" for k in r)
@@ -129,34 +133,34 @@ def test_best_of_repeated_runs_keeps_each_smallest_ratio():
 
 def test_csv_round_trip_and_markdown(tmp_path):
     path = str(tmp_path / "r.csv")
-    run_all.write_csv(path, rows())
-    back = run_all.read_csv(path)
-    assert [run_all.key(r) for r in back] == [run_all.key(r) for r in rows()]
-    assert set(back[0]) == set(run_all.FIELDS)
-    run_all.write_csv(path, rows(), append=True)
-    assert len(run_all.read_csv(path)) == 2 * len(rows())
-    md = run_all.render_markdown(back, directory=str(tmp_path))
+    results.write_csv(path, rows())
+    back = results.read_csv(path)
+    assert [results.key(r) for r in back] == [results.key(r) for r in rows()]
+    assert set(back[0]) == set(results.FIELDS)
+    results.write_csv(path, rows(), append=True)
+    assert len(results.read_csv(path)) == 2 * len(rows())
+    md = report.render_markdown(back, directory=str(tmp_path))
     assert "| stn_linear_dual | B8 4->4 | full | 1.000 |" in md      # floor column
     assert "2.00x" in md and "3.00x" in md                          # cpp / floor, Δ-STN × plain
     assert "ratios" in md.lower() and "test cpu" in md
 
 
 def test_percentiles():
-    assert run_all.percentiles([5.0]) == (5.0, 5.0, 5.0)
-    p20, p50, p80 = run_all.percentiles([float(i) for i in range(11)])
+    assert timing.percentiles([5.0]) == (5.0, 5.0, 5.0)
+    p20, p50, p80 = timing.percentiles([float(i) for i in range(11)])
     assert (p20, p50, p80) == pytest.approx((2.0, 5.0, 8.0))
 
 
 def test_run_all_smoke_end_to_end(tmp_path):
-    """run_all --smoke (tiny shapes, one round) writes a CSV with every column and a RESULTS.md, and the guard
-    accepts a run compared with itself."""
+    """run_all --smoke (tiny shapes, one round) writes a CSV with every column, report.py renders RESULTS.md,
+    and the guard accepts a run compared with itself."""
     csv_path, md_path = str(tmp_path / "results.csv"), str(tmp_path / "RESULTS.md")
-    run_all.main(["--smoke", "--threads", "1", "--models", "mlp,lstm", "--csv", csv_path, "--md", md_path,
-                  "--no-plots", "--silent"])
-    written = run_all.read_csv(csv_path)
+    run_all.main(["--smoke", "--threads", "1", "--models", "mlp,lstm", "--csv", csv_path, "--silent"])
+    report.main(["--csv", csv_path, "--md", md_path, "--no-plots"])
+    written = results.read_csv(csv_path)
     assert {r["suite"] for r in written} == {"ops", "steps"}
     assert {r["metric"] for r in written if r["suite"] == "steps"} >= {"time_ms", "time_ratio", "saved_MB"}
     assert {r["mode"] for r in written if r["suite"] == "ops"} == {"fwd", "bwd", "full"}
-    assert all(r[f] for r in written for f in run_all.FIELDS)
+    assert all(r[f] for r in written for f in results.FIELDS)
     assert "delta:train" in open(md_path).read()
     assert compare.main(["--baseline", csv_path, "--fresh", csv_path]) == 0

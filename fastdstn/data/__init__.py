@@ -1,4 +1,5 @@
-"""Data: the SPEC §8 data sets in memory with resumable batch positions, and batched per-example augmentation.
+"""Data: the data sets of docs/METHOD.md §8 in memory with resumable batch positions, and batched per-example
+augmentation.
 
     bundle = fastdstn.data.load("fashion-mnist", batch_size=128, seed=0, device="cuda")
     augment = fastdstn.data.Augmenter({"cutout_holes": "holes", "cutout_length": "length"},

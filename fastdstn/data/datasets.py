@@ -1,4 +1,4 @@
-"""The data sets of SPEC §8 behind one entry point, `load(name, ...) -> DataBundle`.
+"""The data sets of docs/METHOD.md §8 behind one entry point, `load(name, ...) -> DataBundle`.
 
 Every split is built once in memory; validation is carved from the training set by a seeded permutation
 (PTB keeps its official validation file). Data sets without an official test split (Concrete, the 5000-digit

@@ -1,4 +1,4 @@
-"""The hyperparameter space (SPEC §2): transforms, the parameters λ and ρ, perturbations, entropy."""
+"""The hyperparameter space (docs/METHOD.md §2): transforms, the parameters λ and ρ, perturbations, entropy."""
 from __future__ import annotations
 
 import math

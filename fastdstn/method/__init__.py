@@ -1,4 +1,4 @@
-"""The method: STN, centered STN and Δ-STN training and hyper steps (SPEC §4–§5)."""
+"""The method: STN, centered STN and Δ-STN training and hyper steps (docs/METHOD.md §4–§5)."""
 from .guard import NonFiniteUpdate
 from .steps import Mode, Optimizers, SelfTuning, frozen, linearized, make_optimizers
 

@@ -1,6 +1,6 @@
-"""The three modes of SPEC §4 as step functions: training step, hyper step, evaluation.
+"""The three modes of docs/METHOD.md §4 as step functions: training step, hyper step, evaluation.
 
-Each step updates exactly the parameter group SPEC §4 names, and gradients that a phase does not
+Each step updates exactly the parameter group docs/METHOD.md §4 names, and gradients that a phase does not
 need are not computed: the general sub-step never builds the response branch (h = None), the
 response sub-step and the hyper step run with the parameters they do not update frozen
 (requires_grad off), so autograd records no graph for them.
@@ -70,7 +70,7 @@ class Optimizers:
 def make_optimizers(model: nn.Module, space: HyperSpace, mode: Mode | str, lr: float = 0.01,
                     response_lr: Optional[float] = None, momentum: float = 0.9, hyper_lr: float = 3e-3,
                     hyper_optimizer: str = "adam") -> Optimizers:
-    """SPEC §7's defaults: SGD with momentum for the model (two optimizers in centered/Δ-STN) and
+    """docs/METHOD.md §7's defaults: SGD with momentum for the model (two optimizers in centered/Δ-STN) and
     Adam or RMSprop for λ, ρ. response_lr (default: lr) exists in centered and Δ-STN only."""
     arguments.instance("model", model, nn.Module)
     arguments.instance("space", space, HyperSpace)
@@ -152,7 +152,7 @@ class _Network(nn.Module):
 
 
 class SelfTuning:
-    """A model made of STN layers, its hyperparameter space and the method (SPEC §4–§7); mode
+    """A model made of STN layers, its hyperparameter space and the method (docs/METHOD.md §4–§7); mode
     "fixed" trains the general weights alone at the current λ (no perturbation, no hyper step).
 
     loss_fn(outputs, targets) -> scalar; augment(inputs, values) -> inputs applies data
@@ -161,7 +161,7 @@ class SelfTuning:
     (1 for time-major language-model batches); penalty() returns extra L_T terms the model computed in its
     last forward from the values its feed carried, or None (AR/TAR of a language model); tau weighs the
     entropy term of the hyper step;
-    linearized_hyper runs Δ-STN's hyper step on the linearized network (an option, SPEC §4)."""
+    linearized_hyper runs Δ-STN's hyper step on the linearized network (an option, docs/METHOD.md §4)."""
 
     def __init__(self, model: nn.Module, space: HyperSpace, mode: Mode | str = Mode.DELTA, *,
                  loss_fn: LossFn, augment: Optional[Augment] = None, weight_decay: Optional[str] = None,

@@ -1,4 +1,4 @@
-"""The networks of SPEC §8, built from fastdstn.nn layers with their tuned hyperparameters.
+"""The networks of docs/METHOD.md §8, built from fastdstn.nn layers with their tuned hyperparameters.
 
     built = fastdstn.models.build("simple-cnn")   # BuiltModel(model, hypers, task, weight_decay, augment)
 """

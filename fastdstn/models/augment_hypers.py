@@ -1,4 +1,4 @@
-"""The tuned augmentation hyperparameters of the CIFAR-10 experiments (SPEC §6, §8)."""
+"""The tuned augmentation hyperparameters of the CIFAR-10 experiments (docs/METHOD.md §6, §8)."""
 from __future__ import annotations
 
 from typing import Dict, List, Tuple, Union

@@ -34,7 +34,7 @@ class BuiltModel:
 
 
 def dropout(name: str, init: float = 0.05, high: float = 0.95) -> Hyper:
-    """A dropout rate in (0, high): per example, σ0 = 1 on the logit scale (SPEC §2 default)."""
+    """A dropout rate in (0, high): per example, σ0 = 1 on the logit scale (docs/METHOD.md §2 default)."""
     return Hyper(name, init, 0.0, high)
 
 

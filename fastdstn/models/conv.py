@@ -1,4 +1,4 @@
-"""Convolutional models of SPEC §8: Fashion-MNIST SimpleCNN, CIFAR-10 AlexNet and VGG16 (no BatchNorm)."""
+"""Convolutional models of docs/METHOD.md §8: Fashion-MNIST SimpleCNN, CIFAR-10 AlexNet and VGG16 (no BatchNorm)."""
 from __future__ import annotations
 
 from typing import List, Sequence, Union
@@ -13,7 +13,7 @@ from .augment_hypers import image_augmentation
 
 
 class SimpleCNN(nn.Module):
-    """conv 1→16 k5 p2, pool, conv 16→32 k5 p2, pool, fc 1568→1568, fc →10 (SPEC §8), with input
+    """conv 1→16 k5 p2, pool, conv 16→32 k5 p2, pool, fc 1568→1568, fc →10 (docs/METHOD.md §8), with input
     dropout, a channel dropout after each conv block and dropout before the last layer."""
 
     def __init__(self, num_hypers: int, in_channels: int = 1, classes: int = 10) -> None:

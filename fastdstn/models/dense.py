@@ -1,4 +1,4 @@
-"""Dense models of SPEC §8: linear regression (UCI) and the MNIST MLP 784-1200-1200-10."""
+"""Dense models of docs/METHOD.md §8: linear regression (UCI) and the MNIST MLP 784-1200-1200-10."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -25,7 +25,7 @@ class LinearRegression(nn.Module):
 
 def linear_regression(in_features: int = 8) -> BuiltModel:
     hypers = [dropout("dropout_in", 0.05),
-              # per batch: L2 is one coefficient of the batch's training loss (SPEC §6)
+              # per batch: L2 is one coefficient of the batch's training loss (docs/METHOD.md §6)
               Hyper("weight_decay", 1e-3, 0.0, 1.0, per_example=False)]
     return BuiltModel(LinearRegression(in_features, len(hypers)), hypers, task="regression",
                       weight_decay="weight_decay")

@@ -1,4 +1,4 @@
-"""PTB word-level language model: 2-layer LSTM, 650 units, tied embeddings (SPEC §8).
+"""PTB word-level language model: 2-layer LSTM, 650 units, tied embeddings (docs/METHOD.md §8).
 
 The hidden state is carried from one bptt window to the next (detached), per *stream*: the trainer
 names the stream ("train", "hyper", "valid", "test") it feeds, so that validation windows never
@@ -6,7 +6,7 @@ continue a training state. Only forwards that advance a stream store their final
 forwards that update the general weights and evaluation forwards; the response sub-step (general
 weights frozen) re-reads the state its general sub-step started from.
 
-Activation regularization (AWD-LSTM's AR and TAR, SPEC §6): L_T gains, per example (column) i,
+Activation regularization (AWD-LSTM's AR and TAR, docs/METHOD.md §6): L_T gains, per example (column) i,
 ar_i·mean(m_i²) + tar_i·mean((o_{t,i} − o_{t−1,i})²), with o the last LSTM layer's output, m the same after
 output dropout and the means over time steps and units. Like weight decay the coefficients are per-example
 hyperparameters of L_T only: the forward of a training sub-step computes the term from the values its

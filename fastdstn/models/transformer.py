@@ -29,7 +29,7 @@ class GPT(nn.Module):
         self.head = nn.Linear(size, vocab)
         self.head.weight = self.tokens.weight          # tied input and output embeddings
         # GPT-2's embedding init. With nn.Embedding's N(0, 1) rows the decayed Σ‖E‖² is 1.3e6 and the first Δ-STN
-        # training loss was 209 (random targets; ln(10000) = 9.2).
+        # training loss is 209 (random targets; ln(10000) = 9.2).
         for embedding in (self.tokens, self.positions):
             nn.init.normal_(embedding.weight, std=0.02)
 

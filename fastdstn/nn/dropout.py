@@ -1,4 +1,4 @@
-"""Dropout whose rate is a tuned hyperparameter, per example (SPEC §6).
+"""Dropout whose rate is a tuned hyperparameter, per example (docs/METHOD.md §6).
 
 Each module names the hyperparameter it reads; the feed supplies its per-example constrained
 values. Outside a feed, or in eval mode, the module is the identity. Inside a dual (Δ-STN) feed

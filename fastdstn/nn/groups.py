@@ -38,7 +38,7 @@ def _layer_penalty(layer: nn.Module, h: Optional[torch.Tensor]) -> torch.Tensor:
 
 def weight_penalty(model: nn.Module, h: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Σ over the weights of StnLinear/StnConv2d layers of the mean over examples of
-    ‖W_g + diag(s_i)·W_r‖² (SPEC §6, closed form); h = None gives Σ ‖W_g‖². Biases, embeddings
+    ‖W_g + diag(s_i)·W_r‖² (docs/METHOD.md §6, closed form); h = None gives Σ ‖W_g‖². Biases, embeddings
     and non-STN layers are not decayed."""
     terms = [_layer_penalty(m, h) for m in model.modules() if isinstance(m, (StnLinear, StnConv2d))]
     if not terms:

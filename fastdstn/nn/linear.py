@@ -1,4 +1,4 @@
-"""StnLinear: nn.Linear with a structured best-response (SPEC §3)."""
+"""StnLinear: nn.Linear with a structured best-response (docs/METHOD.md §3)."""
 from __future__ import annotations
 
 import torch

@@ -1,4 +1,4 @@
-"""The training loop of SPEC §7 for the modes delta (default), centered, stn and fixed.
+"""The training loop of docs/METHOD.md §7 for the modes delta (default), centered, stn and fixed.
 
 Warm-up epochs of training steps only, then cycles of T_train training steps and T_valid hyper steps on
 validation batches; learning-rate schedules on the model optimizers; validation and test evaluation at
@@ -48,13 +48,13 @@ from ..hyper import HyperSpace
 from ..method import NonFiniteUpdate, SelfTuning, make_optimizers
 from ..method.guard import all_finite, floating_buffers
 from . import checkpoint, distributed, sharding
-from .data import describe, load_data
+from .loaders import describe, load_data
 from .files import write_text
 from .progress import Progress
 from .records import Records, read_csv
 from .replay import Schedule, unconstrained
 from .rundir import RunDirectory, RunDirectoryError
-from .setup import apply_hyper_overrides, build_model, loss_function, make_augment, resolve_device
+from .building import apply_hyper_overrides, build_model, loss_function, make_augment, resolve_device
 
 CHECKPOINT_FORMAT = 2    # 2: per-rank generator states and positions under "ranks"
 # Config keys a resumed run may change: how long it runs and where, and whether it skips non-finite updates

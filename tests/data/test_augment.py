@@ -203,7 +203,7 @@ def test_augmenter_cutout_fills_zero_in_normalized_space():
 
 
 def test_magnitudes_are_detached():
-    """Rates consumed by augmentation carry no gradient (SPEC §2), even if the caller forgets to detach."""
+    """Rates consumed by augmentation carry no gradient (docs/METHOD.md §2), even if the caller forgets to detach."""
     m = torch.full((B,), 0.3, requires_grad=True)
     out = Augmenter({"brightness": "b", "degrees": "b"})(images(), {"b": m * 2})
     assert not out.requires_grad
@@ -261,7 +261,7 @@ def test_bad_arguments_name_themselves(call, exc, word):
 
 
 def test_separable_grid_equals_affine_grid():
-    from fastdstn.data.augment import _affine_grid
+    from fastdstn.data.augment.geometric import _affine_grid
 
     theta = torch.randn(5, 2, 3, generator=gen(4), dtype=torch.float64)
     for h, w in ((32, 32), (7, 12)):
@@ -269,7 +269,7 @@ def test_separable_grid_equals_affine_grid():
         assert (_affine_grid(theta, h, w) - ref).abs().max() < 1e-12
 
 
-SPEC_ALL = {"hflip": "p", "degrees": "deg", "translate": "t", "scale": "s", "shear": "sh", "brightness": "b",
+EVERY_PARAM = {"hflip": "p", "degrees": "deg", "translate": "t", "scale": "s", "shear": "sh", "brightness": "b",
             "contrast": "c", "saturation": "sat", "hue": "h", "cutout_holes": "holes", "cutout_length": "len"}
 
 
@@ -295,12 +295,12 @@ def test_augmenter_equals_the_functions_chained_and_keeps_its_input():
     x = images()
     keep = x.clone()
     values = all_values()
-    spec = {k: v for k, v in SPEC_ALL.items() if k != "hflip"}
+    spec = {k: v for k, v in EVERY_PARAM.items() if k != "hflip"}
     out = Augmenter(spec)(x, values, generator=gen(3))
     assert torch.equal(x, keep)
     assert torch.equal(out, chained(x, values, spec, gen(3)))
     assert torch.equal(out[0::4], x[0::4]) and changed(out, x)[1::4].all()
-    normalized = Augmenter(SPEC_ALL, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    normalized = Augmenter(EVERY_PARAM, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
     out = normalized(x, values, generator=gen(3))
     assert torch.equal(x, keep) and torch.equal(out[0::4], x[0::4])
 
@@ -310,8 +310,8 @@ def test_augmenter_folds_the_flip_into_the_affine():
     chained functions (flip, then warp) to float round-off, and bit-exact wherever nothing was flipped."""
     x = images()
     values = all_values()
-    out = Augmenter(SPEC_ALL)(x, values, generator=gen(3))
-    ref = chained(x, values, SPEC_ALL, gen(3))
+    out = Augmenter(EVERY_PARAM)(x, values, generator=gen(3))
+    ref = chained(x, values, EVERY_PARAM, gen(3))
     assert (out - ref).abs().max() < 1e-5
     flipped = torch.rand(B, generator=gen(3)) < values["p"]  # the Augmenter's first draw
     assert flipped.any() and (~flipped).any()
@@ -320,7 +320,7 @@ def test_augmenter_folds_the_flip_into_the_affine():
 
 @pytest.mark.parametrize("mode", ["bilinear", "nearest"])
 def test_flip_folded_into_the_matrix_equals_flip_then_warp(mode):
-    from fastdstn.data.augment import _theta, _warp
+    from fastdstn.data.augment.geometric import _theta, _warp
 
     x = images(8, 3, 20, 28)
     g = gen(6)
@@ -388,7 +388,7 @@ def test_augmenter_results_are_independent_of_its_kept_buffers():
     import pickle
     import threading
 
-    aug = Augmenter(SPEC_ALL, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
+    aug = Augmenter(EVERY_PARAM, mean=(0.4, 0.5, 0.6), std=(0.2, 0.3, 0.25))
     values = all_values()
     x, y = images(seed=1), images(seed=2)
     first = aug(x, values, generator=gen(3))
@@ -416,7 +416,7 @@ def test_augmenter_results_are_independent_of_its_kept_buffers():
 
 def test_no_gradient_flows_to_the_images():
     x = images().requires_grad_()
-    out = Augmenter(SPEC_ALL)(x, all_values(), generator=gen(3))
+    out = Augmenter(EVERY_PARAM)(x, all_values(), generator=gen(3))
     assert not out.requires_grad
     for fn in FUNCS.values():
         assert not fn(x, torch.full((B,), 0.7), gen()).requires_grad

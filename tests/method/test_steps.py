@@ -1,4 +1,4 @@
-"""Each step updates exactly the parameter group SPEC §4 names, and computes no other gradient."""
+"""Each step updates exactly the parameter group docs/METHOD.md §4 names, and computes no other gradient."""
 import pytest
 import torch
 import torch.nn.functional as F

@@ -1,4 +1,4 @@
-"""Δ-STN's dual forward (SPEC §5) against torch.func.jvp and central finite differences in float64."""
+"""Δ-STN's dual forward (docs/METHOD.md §5) against torch.func.jvp and central finite differences in float64."""
 import pytest
 import torch
 import torch.autograd.forward_ad as fwAD

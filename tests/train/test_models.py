@@ -1,4 +1,4 @@
-"""The SPEC §8 networks: each builds from fastdstn.nn layers, runs a Δ-STN training step and a hyper step
+"""The docs/METHOD.md §8 networks: each builds from fastdstn.nn layers, runs a Δ-STN training step and a hyper step
 with its tuned augmentation, and has the hyperparameters the experiments tune."""
 import pytest
 import torch
@@ -8,7 +8,7 @@ from fastdstn import models
 from fastdstn.data import Augmenter
 from fastdstn.nn import StnConv2d, StnLinear, response_parameters
 from fastdstn.train import Trainer
-from fastdstn.train.setup import loss_function
+from fastdstn.train.building import loss_function
 
 from tiny_runs import tiny_config
 
