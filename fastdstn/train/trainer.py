@@ -347,12 +347,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ steps
     def _apply_replay(self) -> None:
-        values = self.replay.values_at(self.position.step)
-        if values is None:
+        """The schedule's values for the next training step; a row taken up here for the first time goes into
+        this run's schedule.csv (a function of the step alone, so a resumed replay writes each row once)."""
+        pos = self.position
+        row = self.replay.row_at(pos.step)
+        if row < 0:
             return
+        values = self.replay.values[row]
         lam = [unconstrained(h, values[h.name]) for h in self.space.hypers]
         with torch.no_grad():
             self.space.lam.copy_(torch.tensor(lam, dtype=self.space.lam.dtype))
+        if self.records and (pos.step == 0 or self.replay.row_at(pos.step - 1) != row):
+            self.records.schedule.write({"hyper_step": row + 1, "step": pos.step,
+                                         "epoch": pos.epoch + pos.batch / len(self.train_loader), **values})
+            for n in self.names:
+                self.records.tb.add_scalar(f"hyper/{n}", values[n], pos.step)
 
     def _train_step(self, x, y) -> Optional[float]:
         """One training step; its loss, or None when an update was not finite and skipped."""

@@ -1,5 +1,8 @@
 """SelfTuning takes batches as a tensor, a tuple of positional arguments or a dict of keyword arguments, counts the
 examples in the first (or a named) tensor, and refuses a wrong optimizer object and a hyper step before training."""
+import subprocess
+import sys
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -108,3 +111,18 @@ def test_a_hugging_face_model_trains_on_dict_batches_with_an_attention_mask():
             assert all(torch.isfinite(v) for v in losses.values())
             assert torch.isfinite(method.hyper_step(inputs, ids, optimizers.hyper)["val_loss"])
         assert method.predict(inputs).logits.shape == (BATCH, 8, 20)
+
+
+def test_a_delta_stn_step_in_a_new_process_prints_no_torch_jit_script_warning():
+    """torch's forward-AD decompositions warn that torch.jit.script is deprecated when they load (the first
+    make_dual); fastdstn loads them quietly before its first dual pass."""
+    script = ("import torch, torch.nn.functional as F, fastdstn\n"
+              "space = fastdstn.HyperSpace([fastdstn.Hyper('p', 0.2, 0.0, 0.9)])\n"
+              "model = fastdstn.convert(torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Dropout(), "
+              "torch.nn.Linear(4, 2)), space, dropout={'1': 'p'})\n"
+              "method = fastdstn.SelfTuning(model, space, 'delta', loss_fn=F.cross_entropy)\n"
+              "method.train_step(torch.randn(4, 3), torch.arange(4) % 2, fastdstn.make_optimizers(model, space, "
+              "'delta'))\n")
+    result = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", script], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
