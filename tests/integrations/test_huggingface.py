@@ -39,8 +39,8 @@ def trainer(out_dir, max_steps):
     space = HyperSpace([Hyper("attn", 0.1, 0.0, 0.9)])
     model = convert(transformers.GPT2LMHeadModel(config), space, dropout={"transformer.h.0.attn": "attn"})
     method = SelfTuning(model, space, "delta", loss_fn=lm_loss)
-    args = transformers.TrainingArguments(output_dir=str(out_dir), max_steps=max_steps, per_device_train_batch_size=BATCH,
-                                          per_device_eval_batch_size=BATCH, save_steps=3, logging_steps=1,
+    args = transformers.TrainingArguments(output_dir=str(out_dir), max_steps=max_steps,
+                                          per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH, save_steps=3, logging_steps=1,
                                           report_to=[], use_cpu=True, eval_strategy="no", max_grad_norm=0.0)
     return SelfTuningTrainer(method, args=args, train_dataset=Tokens(24, 1), eval_dataset=Tokens(8, 2),
                              train_steps=2, optimizer_options=dict(lr=0.05, hyper_lr=0.05))
