@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional
 
@@ -387,12 +388,15 @@ class SelfTuning:
 
     def _check_trained(self) -> None:
         """A hyper step needs a best-response that depends on h: after a train_step, or with some V ≠ 0 (a model
-        loaded from a checkpoint). With every V = 0 (as convert and the STN layers start) λ's gradient is 0."""
-        if not self._trained:
-            self._trained = any(bool(layer.hyper_proj.any()) for layer in stn_layers(self.model))
-        if not self._trained:
-            raise RuntimeError("hyper_step: called before any train_step; every hyper projection V is still 0, so "
-                               "the validation loss does not depend on λ (SPEC §7: training steps come first)")
+        loaded from a checkpoint). With every V = 0 (as convert and the STN layers start) λ's gradient is 0: a
+        warning, once, not an error, since timing a hyper step on a fresh model (benchmarks/) is a fair use."""
+        if self._trained:
+            return
+        self._trained = True
+        if not any(bool(layer.hyper_proj.any()) for layer in stn_layers(self.model)):
+            warnings.warn("hyper_step: called before any train_step; every hyper projection V is still 0, so the "
+                          "validation loss does not depend on λ and λ does not move (SPEC §7: training steps come "
+                          "first)", UserWarning, stacklevel=3)
 
     def _check_hyper_optimizer(self, optimizer) -> None:
         if isinstance(optimizer, Optimizers):

@@ -2,6 +2,7 @@
 examples in the first (or a named) tensor, and refuses a wrong optimizer object and a hyper step before training."""
 import subprocess
 import sys
+import warnings
 
 import pytest
 import torch
@@ -86,11 +87,18 @@ def test_a_wrong_optimizer_object_is_named():
         method.hyper_step((x, mask), y, {})
 
 
-def test_a_hyper_step_before_any_training_step_is_refused():
+def test_a_hyper_step_before_any_training_step_is_warned_about_once():
     method, optimizers = two_input_method()
     x, mask, y = batch()
-    with pytest.raises(RuntimeError, match=r"hyper_step: called before any train_step"):
+    with pytest.warns(UserWarning, match=r"hyper_step: called before any train_step; every hyper projection V is "
+                                         r"still 0, so the validation loss does not depend on λ"):
         method.hyper_step((x, mask), y, optimizers.hyper)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        method.hyper_step((x, mask), y, optimizers.hyper)
+        trained, optimizers = two_input_method()
+        trained.train_step((x, mask), y, optimizers)
+        trained.hyper_step((x, mask), y, optimizers.hyper)
 
 
 def test_a_hugging_face_model_trains_on_dict_batches_with_an_attention_mask():
