@@ -104,6 +104,8 @@ class TrainConfig:
     clip_grad: float = _f(0.0, NON_NEGATIVE, doc="max gradient norm for each model optimizer (0: off)")
     early_stopping: int = _f(0, NON_NEGATIVE, doc="patience in epochs without a better val loss (0: off)")
     device: str = _f("auto", choices=("auto", "cpu", "cuda"))
+    strategy: str = _f("ddp", choices=("ddp", "fsdp"), doc="several processes (torchrun): DistributedDataParallel, "
+                       "or FSDP2 sharding of parameters, gradients and optimizer states")
     amp: bool = _f(False, doc="bfloat16 autocast on CUDA")
     seed: int = _f(0, NON_NEGATIVE)
     log_every: int = _f(10, POSITIVE, doc="training steps between TensorBoard scalars")

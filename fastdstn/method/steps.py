@@ -20,6 +20,7 @@ import torch
 import torch.autograd.forward_ad as fwAD
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import init_device_mesh
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils._pytree import tree_map
 
@@ -121,11 +122,19 @@ def linearized(outputs):
 
 
 def _flat_collective(tensors: list, collective: Callable[[Tensor], None]) -> list:
-    """One collective over the concatenation of same-dtype `tensors` (applied in place to the flat buffer);
-    returns views of the result shaped like each tensor."""
+    """One collective over the concatenation of `tensors` (applied in place to the flat buffer, in their promoted
+    dtype: the hyper step sends float32 λ gradients beside a float64 model's loss); returns the result shaped
+    like each tensor, in its dtype."""
     flat = torch.cat([t.reshape(-1) for t in tensors])
     collective(flat)
-    return [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+    return [part.view_as(t).to(t.dtype) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)]
+
+
+def _parameter_names(model: nn.Module, space: HyperSpace) -> Dict[int, str]:
+    """id(parameter) → its name, for the guard's messages."""
+    names = {id(p): name for name, p in model.named_parameters()}
+    names.update({id(space.lam): "λ (space.lam)", id(space.rho): "ρ (space.rho)"})
+    return names
 
 
 class _Network(nn.Module):
@@ -196,9 +205,7 @@ class SelfTuning:
         self._local = _Network(model)
         self._network: nn.Module = self._local   # the training sub-steps' forward (DDP-wrapped by distribute)
         self._group: Optional[dist.ProcessGroup] = None
-        names = {id(p): name for name, p in model.named_parameters()}
-        names.update({id(space.lam): "λ (space.lam)", id(space.rho): "ρ (space.rho)"})
-        self._guard = Guard(names)
+        self._guard = Guard(_parameter_names(model, space))
 
     def _weight_decay(self, name: Optional[str]) -> Optional[str]:
         """The hyperparameter used as L2 coefficient: one number per batch, so a per-batch hyperparameter."""
@@ -211,24 +218,51 @@ class SelfTuning:
                              f"coefficient is one number per batch; declare it with per_example=False")
         return name
 
-    def distribute(self, process_group: Optional[dist.ProcessGroup] = None, **ddp_options) -> None:
+    def distribute(self, process_group: Optional[dist.ProcessGroup] = None, *, strategy: str = "ddp",
+                   **options) -> None:
         """Train as one of the ranks of `process_group` (default: the default group, which must exist).
 
-        The training sub-steps run the model under DistributedDataParallel, which all-reduces the gradients of
-        whichever group a sub-step updates (find_unused_parameters: the general sub-step never uses the
-        response parameters and the response sub-step has the general ones frozen). The hyper step averages the
-        gradients of λ and ρ over the ranks, so every rank keeps the same model and the same hyperparameters while
-        drawing its own perturbations and dropout masks. ddp_options go to DistributedDataParallel
-        (device_ids=[local GPU] on CUDA)."""
+        strategy "ddp": the training sub-steps run the model under DistributedDataParallel, which all-reduces the
+        gradients of whichever group a sub-step updates (find_unused_parameters: the general sub-step never uses
+        the response parameters and the response sub-step has the general ones frozen). options go to
+        DistributedDataParallel (device_ids=[local GPU] on CUDA).
+        strategy "fsdp": FSDP2's `fully_shard` on the model as one unit (around ŷ, as DDP: FSDP2 reduces the
+        gradients after a backward that starts from the unit's output, and in the response sub-step only ŷ's
+        tangent half has a graph): at rest each rank keeps 1/world of every
+        parameter, gradient and optimizer state (rows, dim 0); a training or hyper step gathers the weights for its
+        forward and keeps them to its backward (reshard_after_forward=False: the L2 penalty reads W_g, W_r and V
+        after the forward). Not per block: FSDP2 hooks each unit's inputs with an autograd Function that has no
+        forward-mode rule, and inside the model those inputs carry Δ-STN's tangents (torch 2.14: "A custom
+        Function's forward is returning a view ... but the jvp is not returning a view"). Build the optimizers after
+        distribute: they must hold the sharded parameters. options go to fully_shard.
+        Either way the hyper step averages the gradients of λ and ρ over the ranks, so every rank keeps the same
+        model and the same hyperparameters while drawing its own perturbations and dropout masks."""
         if not dist.is_available() or not dist.is_initialized():
             raise RuntimeError("distribute: no process group; call torch.distributed.init_process_group first "
                                "(fastdstn train does so under torchrun)")
+        if strategy not in ("ddp", "fsdp"):
+            raise ValueError(f"strategy: expected 'ddp' or 'fsdp', received {strategy!r}")
+        if strategy == "fsdp" and process_group is not None:
+            raise ValueError("process_group: strategy 'fsdp' shards over the default group; pass None")
         self._group = process_group or dist.group.WORLD
         for p in self.space.parameters():    # identical λ, ρ on every rank from the first step on
             dist.broadcast(p.data, src=dist.get_global_rank(self._group, 0), group=self._group)
-        self._network = DistributedDataParallel(self._local, process_group=self._group,
-                                                find_unused_parameters=True, **ddp_options)
+        if strategy == "ddp":
+            self._network = DistributedDataParallel(self._local, process_group=self._group,
+                                                    find_unused_parameters=True, **options)
+        else:
+            self._shard(**options)
         self._guard.reduce = self._all_ranks_finite
+
+    def _shard(self, **options) -> None:
+        """FSDP2 over the model (see distribute); the parameter lists and the guard's names then name the sharded
+        parameters that replaced the model's."""
+        from torch.distributed.fsdp import fully_shard
+        mesh = init_device_mesh(self.space.lam.device.type, (dist.get_world_size(),))
+        fully_shard(self._local, mesh=mesh, reshard_after_forward=False, **options)
+        self._response = response_parameters(self.model)
+        self._general = general_parameters(self.model)
+        self._guard.names = _parameter_names(self.model, self.space)
 
     def _all_ranks_finite(self, finite: bool) -> bool:
         """The guard's verdict over all ranks: one rank's non-finite BatchNorm statistics skip or stop every rank."""
@@ -368,7 +402,7 @@ class SelfTuning:
                 outputs = self._forward_dual(self._local, inputs, h, {})
             else:
                 with feeding(h):
-                    outputs = call(self.model, inputs)
+                    outputs = self._local(inputs)
             val_loss = self.loss_fn(outputs, targets)
             entropy = self.space.entropy()
             objective = val_loss - self.tau * entropy
@@ -420,7 +454,7 @@ class SelfTuning:
             if self.mode is Mode.STN:
                 lam = self.space.lam.detach().expand(self._examples(inputs), len(self.space))
                 with feeding(lam):
-                    return call(self.model, inputs)
-            return call(self.model, inputs)
+                    return self._local(inputs)
+            return self._local(inputs)
         finally:
             self.model.train(was_training)

@@ -47,7 +47,7 @@ from ..config import ConfigError, RunConfig, differences, from_dict, read_file
 from ..hyper import HyperSpace
 from ..method import NonFiniteUpdate, SelfTuning, make_optimizers
 from ..method.guard import all_finite, floating_buffers
-from . import checkpoint, distributed
+from . import checkpoint, distributed, sharding
 from .data import describe, load_data
 from .files import write_text
 from .progress import Progress
@@ -163,6 +163,15 @@ class Trainer:
         try:    # what the config decides (a per-example weight decay, response_lr in stn mode) is refused here
             self.method = SelfTuning(self.model, self.space, self.mode, tau=train.tau,
                                      linearized_hyper=train.linearized_hyper, **common)
+        except (TypeError, ValueError) as err:
+            raise ConfigError(str(err)) from err
+        world = self.world
+        self.sharded = world.distributed and train.strategy == "fsdp"
+        if world.distributed:    # before the optimizers: FSDP2 replaces the parameters by their shards
+            options = {"device_ids": [self.device.index]} if self.device.type == "cuda" and not self.sharded else {}
+            self.method.distribute(strategy=train.strategy, **options)
+            seed_everything(rank_seed(train.seed, world.rank))
+        try:
             self.optimizers = make_optimizers(self.model, self.space, self.mode,
                                               lr=train.lr, response_lr=train.response_lr, momentum=train.momentum,
                                               hyper_lr=train.hyper_lr, hyper_optimizer=train.hyper_optimizer)
@@ -171,10 +180,6 @@ class Trainer:
         self.schedulers = self._schedulers()
         if train.clip_grad > 0:
             self._clip_gradients(train.clip_grad)
-        world = self.world
-        if world.distributed:
-            self.method.distribute(device_ids=[self.device.index] if self.device.type == "cuda" else None)
-            seed_everything(rank_seed(train.seed, world.rank))
         # Training batches: every rank the same number (padded shards); evaluation: an exact partition.
         self.train_loader = shard(self.bundle.train, world, pad=True)
         self.valid_loader = shard(self.bundle.valid, world, pad=False)
@@ -291,13 +296,13 @@ class Trainer:
         generator states, stream, position and the model's extra states (a language model's carried hidden
         state) are per rank ("ranks", in rank order). A collective in a distributed run: every rank calls it
         at the same step."""
-        model = self.model.state_dict()
+        model = sharding.model_state(self.model, self.sharded)
         this_rank = {"valid_stream": self.valid_stream.state_dict(), "rng": checkpoint.rng_state(),
                      "position": {**dataclasses.asdict(self.position), "elapsed": self._elapsed()},
                      "model_extra_state": {k: v for k, v in model.items() if k.endswith(EXTRA_STATE)}}
         return {"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(),
                 "model": model, "space": self.space.state_dict(),
-                "optimizers": self.optimizers.state_dict(), "schedulers": [s.state_dict() for s in self.schedulers],
+                "optimizers": sharding.optimizers_state(self.model, self.optimizers, self.sharded), "schedulers": [s.state_dict() for s in self.schedulers],
                 "ranks": self.world.gather(this_rank),
                 "records": self.records.rows() if self.records else {}}
 
@@ -326,9 +331,9 @@ class Trainer:
                 f"checkpoint {path} was written by a run of {len(ranks)} process(es), this run has "
                 f"{self.world.size}: resume with the same number of processes (torchrun --nnodes × --nproc_per_node)")
         mine = ranks[self.world.rank]
-        self.model.load_state_dict({**state["model"], **mine["model_extra_state"]})
+        sharding.load_model_state(self.model, {**state["model"], **mine["model_extra_state"]}, self.sharded)
         self.space.load_state_dict(state["space"])
-        self.optimizers.load_state_dict(state["optimizers"])
+        sharding.load_optimizers_state(self.model, self.optimizers, state["optimizers"], self.sharded)
         for s, sd in zip(self.schedulers, state["schedulers"]):
             s.load_state_dict(sd)
         self.valid_stream.load_state_dict(mine["valid_stream"])
@@ -539,6 +544,7 @@ class Trainer:
         if t.early_stopping and pos.bad_epochs >= t.early_stopping:
             pos.stopped_early = True
         self.progress.end_epoch(self._epoch_line(row))
+        best_model = sharding.model_state(self.model, self.sharded) if improved and self.sharded else None
         if self.records:
             self.records.metrics.write(row)
             tb = self.records.tb
@@ -548,7 +554,7 @@ class Trainer:
                 # best.ckpt first, last.ckpt second: a crash in between leaves last.ckpt one epoch behind,
                 # never ahead of a best it does not know about. best.ckpt holds weights, λ and ρ only (to
                 # deploy or inspect); last.ckpt and previous.ckpt resume.
-                checkpoint.save({"model": self.model.state_dict(), "space": self.space.state_dict(),
+                checkpoint.save({"model": best_model or self.model.state_dict(), "space": self.space.state_dict(),
                                  "epoch": pos.epoch, "val_loss": val["loss"], "test_loss": test["loss"]},
                                 self._path("checkpoints", "best.ckpt"))
         if improved:
