@@ -8,6 +8,7 @@
     fastdstn replay runs/fmnist-quick
     fastdstn plot runs/fmnist-quick
     fastdstn info
+    fastdstn --version
 
 Every error is one line on stderr and an exit status (docs/RUNS.md): 2 a configuration or argument, 3 the run
 directory or its checkpoint, 4 divergence, 5 a file that cannot be read or written, 130 an interrupt; 1 an
@@ -27,10 +28,17 @@ from . import config as cfg
 EXIT_INTERNAL, EXIT_CONFIG, EXIT_CHECKPOINT, EXIT_DIVERGED, EXIT_FILES, EXIT_INTERRUPTED = 1, 2, 3, 4, 5, 130
 
 
+def _version() -> str:
+    from . import __version__
+
+    return __version__
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastdstn", description="Self-Tuning Networks: train, tune, replay, plot.")
     debug = dict(action="store_true", help="on an error, show the Python traceback")
     parser.add_argument("--debug", **debug)
+    parser.add_argument("--version", action="version", version=f"fastdstn {_version()}")
     common = argparse.ArgumentParser(add_help=False)    # --debug also after the command (SUPPRESS: keep the above)
     common.add_argument("--debug", default=argparse.SUPPRESS, **debug)
     sub = parser.add_subparsers(dest="command", required=True)

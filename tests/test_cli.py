@@ -8,6 +8,7 @@ import yaml
 
 from fastdstn.cli import EXIT_CHECKPOINT, EXIT_CONFIG, EXIT_INTERNAL, main
 from fastdstn.config import ConfigError
+from fastdstn.train.plot import starting_values
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "train"))
 from tiny_runs import tiny_values  # noqa: E402
@@ -32,7 +33,8 @@ def config_file(tmp_path):
 
 def test_train_resume_replay_plot(config_file, tmp_path, capsys):
     out = str(tmp_path / "run")
-    assert main(["train", config_file, "--out", out, "--seed", "1", "--set", "train.hyper_lr=0.02"]) == 0
+    assert main(["train", config_file, "--out", out, "--seed", "1", "--set", "train.hyper_lr=0.02",
+                 "--set", "train.response_lr=0.05"]) == 0     # a response_lr the replay (mode fixed) drops
     printed = capsys.readouterr().out
     assert f"plot:    {os.path.join(out, 'schedule.png')}" in printed
     assert f"summary: {os.path.join(out, 'summary.json')}" in printed
@@ -49,6 +51,16 @@ def test_train_resume_replay_plot(config_file, tmp_path, capsys):
     os.remove(os.path.join(out, "schedule.png"))
     assert main(["plot", out]) == 0
     assert os.path.exists(os.path.join(out, "schedule.png"))
+    with open(os.path.join(out, "summary.json")) as f:     # the plot's line for each starting value
+        assert starting_values(out) == json.load(f)["initial_hypers"] != {}
+
+
+def test_version(capsys):
+    from fastdstn import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out == f"fastdstn {__version__}\n"
 
 
 @pytest.mark.parametrize("args, message", [

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Mapping, Optional, Set
 
@@ -74,11 +75,23 @@ def current_feed() -> Optional[Feed]:
     return _current.get()
 
 
+def load_jvp_decompositions() -> None:
+    """Import torch's forward-AD decompositions without their deprecation warning. torch loads them on the first
+    fwAD.make_dual, and loading them calls torch.jit.script, which warns "`torch.jit.script` is deprecated" (torch
+    2.14): a FutureWarning in every run that is torch's, not the user's to act on. Imported here first, quietly,
+    they are not loaded again (0.15 s, once per process)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="`torch.jit.script` is deprecated", category=FutureWarning)
+        import torch._decomp.decompositions_for_jvp  # noqa: F401
+
+
 @contextlib.contextmanager
 def feeding(h: Optional[Tensor] = None, *, dual: bool = False,
             values: Optional[Mapping[str, Tensor]] = None) -> Iterator[Feed]:
     """Feed the STN layers of whatever model runs inside the block."""
     feed = Feed(h=h, dual=dual, values={} if values is None else values)
+    if dual:
+        load_jvp_decompositions()
     token = _current.set(feed)
     try:
         yield feed

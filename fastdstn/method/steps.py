@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import warnings
 from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, Iterator, Mapping, Optional
 
@@ -29,6 +30,7 @@ from ..hyper.space import HyperSpace
 from ..nn.attention_routing import dual_attention
 from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
 from ..nn.report import check_first_step
+from .batch import Inputs, Key, call, example_count
 from .guard import Guard
 
 Tensor = torch.Tensor
@@ -146,8 +148,8 @@ class _Network(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, inputs: Tensor, linearize: bool = False):
-        outputs = self.model(inputs)
+    def forward(self, inputs: Inputs, linearize: bool = False):
+        outputs = call(self.model, inputs)
         return linearized(outputs) if linearize else outputs
 
 
@@ -155,7 +157,11 @@ class SelfTuning:
     """A model made of STN layers, its hyperparameter space and the method (docs/METHOD.md §4–§7); mode
     "fixed" trains the general weights alone at the current λ (no perturbation, no hyper step).
 
-    loss_fn(outputs, targets) -> scalar; augment(inputs, values) -> inputs applies data
+    Inputs are one tensor (model(x)), a tuple of positional arguments (model(*inputs)) or a dict of keyword
+    arguments (model(**inputs), e.g. a Hugging Face batch of input_ids and attention_mask); the number of
+    examples is the size along batch_dim of the tensor that batch_key names (a dict key or tuple index), by
+    default the first tensor. loss_fn(outputs, targets) -> scalar gets what the model returns (a tensor, or e.g.
+    a Hugging Face output whose `.logits` it reads); augment(inputs, values) -> inputs applies data
     augmentation at per-example hyperparameter values; weight_decay names the (per-batch)
     hyperparameter used as L2 coefficient in L_T; batch_dim is where inputs hold the examples
     (1 for time-major language-model batches); penalty() returns extra L_T terms the model computed in its
@@ -165,8 +171,8 @@ class SelfTuning:
 
     def __init__(self, model: nn.Module, space: HyperSpace, mode: Mode | str = Mode.DELTA, *,
                  loss_fn: LossFn, augment: Optional[Augment] = None, weight_decay: Optional[str] = None,
-                 batch_dim: int = 0, penalty: Optional[Callable[[], Optional[Tensor]]] = None, tau: float = 1e-3,
-                 linearized_hyper: bool = False) -> None:
+                 batch_dim: int = 0, batch_key: Key = None, penalty: Optional[Callable[[], Optional[Tensor]]] = None,
+                 tau: float = 1e-3, linearized_hyper: bool = False) -> None:
         self.model = arguments.instance("model", model, nn.Module)
         self.space = arguments.instance("space", space, HyperSpace)
         self.mode = Mode(mode)
@@ -174,6 +180,11 @@ class SelfTuning:
         self.augment = arguments.function("augment", augment, optional=True)
         self.penalty = arguments.function("penalty", penalty, optional=True)
         self.batch_dim = arguments.integer("batch_dim", batch_dim, low=0)
+        if batch_key is not None and not isinstance(batch_key, (str, int)):
+            raise TypeError(f"batch_key: expected a dict key (str), a tuple index (int) or None, received "
+                            f"{type(batch_key).__name__}")
+        self.batch_key = batch_key
+        self._trained = False   # whether the best-response can depend on h (see _check_trained)
         self.tau = arguments.number("tau", tau, 0)
         self.linearized_hyper = arguments.boolean("linearized_hyper", linearized_hyper)
         if linearized_hyper and self.mode is not Mode.DELTA:
@@ -280,11 +291,14 @@ class SelfTuning:
         return _flat_collective(tensors, mean)
 
     # ----------------------------------------------------------------- pieces
+    def _examples(self, inputs: Inputs) -> int:
+        return example_count(inputs, self.batch_dim, self.batch_key)
+
     def _values(self, values: Mapping[str, Tensor]) -> Mapping[str, Tensor]:
         """The values of a training sub-step, recording what reads them until the first step has been checked."""
         return values if self._read is None else ReadRecorder(values, self._read)
 
-    def _inputs(self, inputs: Tensor, values: Mapping[str, Tensor]) -> Tensor:
+    def _inputs(self, inputs: Inputs, values: Mapping[str, Tensor]) -> Inputs:
         return inputs if self.augment is None else self.augment(inputs, values)
 
     def _training_loss(self, outputs, targets: Tensor, values: Mapping[str, Tensor],
@@ -308,19 +322,23 @@ class SelfTuning:
         self._guard.check(sub_step, loss.detach(), optimizer, self.model, saved)
         optimizer.step()
 
-    def _forward_dual(self, network: nn.Module, inputs: Tensor, eps: Tensor, values: Mapping[str, Tensor]):
+    def _forward_dual(self, network: nn.Module, inputs: Inputs, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
         with fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_attention():
             return network(inputs, linearize=True)
 
     # ----------------------------------------------------------------- steps
-    def train_step(self, inputs: Tensor, targets: Tensor, optimizers: Optimizers) -> Dict[str, Tensor]:
+    def train_step(self, inputs: Inputs, targets: Tensor, optimizers: Optimizers) -> Dict[str, Tensor]:
         """One training step on one mini-batch (both sub-steps in centered/Δ-STN, on the same batch)."""
+        if not isinstance(optimizers, Optimizers):
+            raise TypeError(f"optimizers: expected the fastdstn.Optimizers that make_optimizers(model, space, mode) "
+                            f"returns, received {type(optimizers).__name__}")
+        self._trained = True
         self.model.train()
         if self.mode is Mode.FIXED:
             return {"train_loss": self.general_step(inputs, targets, optimizers.general)}
         with torch.no_grad():
-            draw = self.space.sample(inputs.shape[self.batch_dim])
+            draw = self.space.sample(self._examples(inputs))
         if self.mode is Mode.STN:
             losses = {"train_loss": self.joint_step(inputs, targets, draw.perturbed, optimizers.general)}
         else:
@@ -331,7 +349,7 @@ class SelfTuning:
             check_first_step(self.model, self.space.names, read)
         return losses
 
-    def joint_step(self, inputs: Tensor, targets: Tensor, perturbed: Tensor,
+    def joint_step(self, inputs: Inputs, targets: Tensor, perturbed: Tensor,
                    optimizer: torch.optim.Optimizer) -> Tensor:
         """STN: L_T at λ + ε with the nonlinear layer fed h = λ + ε; every model parameter moves."""
         values = self._values(self.space.example_values(perturbed))
@@ -341,16 +359,16 @@ class SelfTuning:
         self._apply("joint", loss, optimizer, saved)
         return loss.detach()
 
-    def general_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
+    def general_step(self, inputs: Inputs, targets: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (a): L_T at λ with h = 0; the response branch is not computed at all."""
-        values = self._values(self.space.current_values(inputs.shape[self.batch_dim]))
+        values = self._values(self.space.current_values(self._examples(inputs)))
         saved = self._guard.snapshot(self.model)
         with feeding(None, values=values):
             loss = self._training_loss(self._network(self._inputs(inputs, values)), targets, values, None)
         self._apply("general", loss, optimizer, saved)
         return loss.detach()
 
-    def response_step(self, inputs: Tensor, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
+    def response_step(self, inputs: Inputs, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (b): L_T at λ + ε; only W_r, b_r, V receive gradients. Centered STN feeds h = ε
         to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward)."""
         values = self._values(self.space.example_values(self.space.lam.detach() + eps))
@@ -366,15 +384,18 @@ class SelfTuning:
             self._apply("response", loss, optimizer, saved)
         return loss.detach()
 
-    def hyper_step(self, inputs: Tensor, targets: Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Tensor]:
+    def hyper_step(self, inputs: Inputs, targets: Tensor, optimizer: torch.optim.Optimizer) -> Dict[str, Tensor]:
         """One step on λ and ρ: L_V − τℍ on a validation batch, eval mode, weights frozen. In a distributed run
-        the gradients of λ and ρ and the returned val_loss are means over the ranks' batches."""
+        the gradients of λ and ρ and the returned val_loss are means over the ranks' batches. `optimizer` is
+        optimizers.hyper (anything with its param_groups, zero_grad and step, e.g. Lightning's wrapper of it)."""
         if self.mode is Mode.FIXED:
             raise RuntimeError("hyper_step: mode 'fixed' keeps its hyperparameters fixed and has no hyper step")
+        self._check_hyper_optimizer(optimizer)
+        self._check_trained()
         self.sync_buffers()
         was_training = self.model.training
         self.model.eval()
-        draw = self.space.sample(inputs.shape[self.batch_dim])
+        draw = self.space.sample(self._examples(inputs))
         h = draw.perturbed if self.mode is Mode.STN else draw.perturbed - self.space.lam.detach()
         with frozen(self.model.parameters()):
             if self.linearized_hyper:
@@ -399,15 +420,39 @@ class SelfTuning:
         self.space.project_()
         return {"val_loss": val_loss.detach(), "entropy": entropy.detach()}
 
+    def _check_trained(self) -> None:
+        """A hyper step needs a best-response that depends on h: after a train_step, or with some V ≠ 0 (a model
+        loaded from a checkpoint). With every V = 0 (as convert and the STN layers start) λ's gradient is 0: a
+        warning, once, not an error, since timing a hyper step on a fresh model (benchmarks/) is a fair use."""
+        if self._trained:
+            return
+        self._trained = True
+        if not any(bool(layer.hyper_proj.any()) for layer in stn_layers(self.model)):
+            warnings.warn("hyper_step: called before any train_step; every hyper projection V is still 0, so the "
+                          "validation loss does not depend on λ and λ does not move (SPEC §7: training steps come "
+                          "first)", UserWarning, stacklevel=3)
+
+    def _check_hyper_optimizer(self, optimizer) -> None:
+        if isinstance(optimizer, Optimizers):
+            raise TypeError("optimizer: expected the optimizer of λ and ρ, optimizers.hyper, received the "
+                            "whole fastdstn.Optimizers")
+        groups = getattr(optimizer, "param_groups", None)
+        if groups is None or not callable(getattr(optimizer, "step", None)):
+            raise TypeError(f"optimizer: expected a torch optimizer of λ and ρ (optimizers.hyper), received "
+                            f"{type(optimizer).__name__}")
+        if not any(p is self.space.lam for group in groups for p in group["params"]):
+            raise ValueError("optimizer: expected the optimizer of λ and ρ (optimizers.hyper), received one that "
+                             "does not update space.lam")
+
     @torch.no_grad()
-    def predict(self, inputs: Tensor):
+    def predict(self, inputs: Inputs):
         """The deployed network in eval mode: STN feeds h = λ; centered and Δ-STN use the general
         weights alone (h = 0), i.e. a plain network."""
         was_training = self.model.training
         self.model.eval()
         try:
             if self.mode is Mode.STN:
-                lam = self.space.lam.detach().expand(inputs.shape[self.batch_dim], len(self.space))
+                lam = self.space.lam.detach().expand(self._examples(inputs), len(self.space))
                 with feeding(lam):
                     return self._local(inputs)
             return self._local(inputs)

@@ -155,7 +155,9 @@ class _Converter:
                 setattr(parent, child_name, new)
 
     def _converted(self, name: str, old: nn.Module, new: nn.Module) -> nn.Module:
+        """new in place of old; `converted_from` is old's class, which fastdstn.nn.export builds again."""
         self.report.converted.append((name, type(old).__name__, type(new).__name__))
+        new.converted_from = type(old)
         return new
 
     def _kept(self, name: str, m: nn.Module, why: str) -> nn.Module:

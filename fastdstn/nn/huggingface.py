@@ -23,6 +23,8 @@ from .dropout import training_rate
 Tensor = torch.Tensor
 IMPLEMENTATION = "fastdstn"
 DROPOUT_ATTRIBUTE = "stn_attention_dropout"
+# Where a converted Hugging Face model keeps the attention implementation it had (fastdstn.nn.export restores it).
+ORIGINAL_IMPLEMENTATION = "stn_original_attention"
 
 
 def conv1d_type() -> Optional[type]:
@@ -67,6 +69,7 @@ def use_fastdstn_attention(model: nn.Module) -> Iterator[Tuple[str, nn.Module, b
             inner.update(id(sub) for sub in m.modules())
             switched = m._can_set_attn_implementation()
             if switched:
+                setattr(m, ORIGINAL_IMPLEMENTATION, m.config._attn_implementation)
                 _register()
                 m.set_attn_implementation(IMPLEMENTATION)
             yield name, m, switched

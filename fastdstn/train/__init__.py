@@ -28,6 +28,7 @@ def replay(run_dir: str, out_dir=None, *, epochs=None, device=None, progress: bo
     config = config_from_run(run_dir)
     values = config.to_dict()
     values["train"]["mode"] = "fixed"
+    values["train"]["response_lr"] = None      # mode fixed has no response optimizer
     done = len(read_csv(os.path.join(run_dir, "metrics.csv"))) if os.path.exists(
         os.path.join(run_dir, "metrics.csv")) else config.train.epochs
     values["train"]["epochs"] = max(done, 1) if epochs is None else epochs

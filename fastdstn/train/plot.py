@@ -1,9 +1,11 @@
-"""schedule.png: the hyperparameter schedule (one panel per hyperparameter) and the loss curves."""
+"""schedule.png: the hyperparameter schedule (one panel per hyperparameter, with its starting value) and the loss
+curves. A replay's schedule.csv holds the values it followed and no losses."""
 from __future__ import annotations
 
+import json
 import math
 import os
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 import matplotlib
 
@@ -18,12 +20,21 @@ def hyper_names(rows: List[dict]) -> List[str]:
     return [k for k in rows[0] if k not in fixed and not k.startswith("sigma_")] if rows else []
 
 
+def starting_values(run_dir: str) -> Dict[str, float]:
+    """Each hyperparameter's initial value, from summary.json (written when a run finishes; empty before)."""
+    path = os.path.join(run_dir, "summary.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path) as f:
+        return json.load(f).get("initial_hypers", {})
+
+
 def plot_run(run_dir: str, out: Optional[str] = None) -> str:
     """Write the plot of a run directory (schedule.csv, metrics.csv); returns its path."""
     schedule_path, metrics_path = os.path.join(run_dir, "schedule.csv"), os.path.join(run_dir, "metrics.csv")
     if not os.path.exists(metrics_path):
         raise FileNotFoundError(f"{run_dir}: no metrics.csv; is it a fastdstn run directory?")
-    schedule = (read_csv(schedule_path, required=("step", "train_loss", "val_loss"))
+    schedule = (read_csv(schedule_path, required=("step",))
                 if os.path.exists(schedule_path) else [])
     metrics = read_csv(metrics_path, required=("step",))
     names = hyper_names(schedule)
@@ -33,11 +44,10 @@ def plot_run(run_dir: str, out: Optional[str] = None) -> str:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.0 * rows), squeeze=False)
     flat = axes.ravel()
     ax = flat[0]
-    if schedule:
-        ax.plot([r["step"] for r in schedule], [r["train_loss"] for r in schedule], lw=0.8, alpha=0.6,
-                label="train (at hyper steps)")
-        ax.plot([r["step"] for r in schedule], [r["val_loss"] for r in schedule], lw=0.8, alpha=0.6,
-                label="val batch (hyper step)")
+    for key, label in (("train_loss", "train (at hyper steps)"), ("val_loss", "val batch (hyper step)")):
+        pts = [(r["step"], r[key]) for r in schedule if key in r]
+        if pts:
+            ax.plot(*zip(*pts), lw=0.8, alpha=0.6, label=label)
     for key, style in (("val_loss", "o-"), ("test_loss", "s-")):
         pts = [(r["step"], r[key]) for r in metrics if key in r]
         if pts:
@@ -45,9 +55,16 @@ def plot_run(run_dir: str, out: Optional[str] = None) -> str:
     ax.set_title("loss")
     ax.set_xlabel("training step")
     ax.legend(fontsize=7)
+    start = starting_values(run_dir)
+    last_step = max([r["step"] for r in metrics + schedule], default=0)
     for ax, name in zip(flat[1:], names):
-        steps = [r["step"] for r in schedule]
-        ax.plot(steps, [r[name] for r in schedule], lw=1.2)
+        # Piecewise constant: a hyper step's value holds from its step to the next; the start holds until the first.
+        steps = [0.0] * (name in start) + [r["step"] for r in schedule] + [last_step]
+        values = [start[name]] * (name in start) + [r[name] for r in schedule]
+        ax.plot(steps, values + values[-1:], drawstyle="steps-post", lw=1.2)
+        if name in start:
+            ax.axhline(start[name], color="0.4", ls="--", lw=0.8, label=f"start {start[name]:.3g}")
+            ax.legend(fontsize=7)
         ax.set_title(name)
         ax.set_xlabel("training step")
     for ax in flat[:panels]:

@@ -31,9 +31,14 @@ class Schedule:
     def __len__(self) -> int:
         return len(self.steps)
 
+    def row_at(self, steps_done: int) -> int:
+        """The index of the row whose values the training step after `steps_done` completed steps uses (-1: the
+        initial values)."""
+        return bisect.bisect_right(self.steps, steps_done) - 1
+
     def values_at(self, steps_done: int) -> Optional[Dict[str, float]]:
         """The values for the training step that follows `steps_done` completed steps (None: initial)."""
-        i = bisect.bisect_right(self.steps, steps_done) - 1
+        i = self.row_at(steps_done)
         return None if i < 0 else self.values[i]
 
 

@@ -129,13 +129,15 @@ class Trainer:
     config: a fastdstn.config.RunConfig (see `fastdstn.config.load` for presets, files and overrides).
     out_dir: the run directory (None: no files at all, e.g. in-process experiments).
     bundle: a fastdstn.data.DataBundle to use instead of loading `config.data`.
+    built: a fastdstn.models.BuiltModel to use instead of building `config.model`; loss_fn(outputs, targets) the
+        loss instead of the task's (`Trainer.for_model` passes both for a model and data of one's own).
     replay: a Schedule whose values the fixed mode follows step by step (see `fastdstn replay`).
     on_epoch: called with each epoch's metrics row after evaluation; it may raise to stop the run
         (`fastdstn tune` raises optuna.TrialPruned there).
     """
 
-    def __init__(self, config: RunConfig, out_dir: Optional[str] = None, *, bundle=None, progress: bool = True,
-                 replay: Optional[Schedule] = None,
+    def __init__(self, config: RunConfig, out_dir: Optional[str] = None, *, bundle=None, built=None,
+                 loss_fn: Optional[Callable] = None, progress: bool = True, replay: Optional[Schedule] = None,
                  on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> None:
         self.config, self.out_dir, self.on_epoch = config, out_dir, on_epoch
         train = config.train
@@ -148,13 +150,13 @@ class Trainer:
         self.amp = train.amp and self.device.type == "cuda"
         seed_everything(train.seed)
         self.bundle = bundle if bundle is not None else load_data(config.data, train.seed, self.device)
-        built = build_model(config.model, self.bundle)
+        built = built if built is not None else build_model(config.model, self.bundle)
         self.task = built.task
         self.metric = METRIC[self.task]
         self.space = HyperSpace(apply_hyper_overrides(built.hypers, config.hypers)).to(self.device)
         self.model = built.model.to(self.device)
         self.names = self.space.names
-        self.loss_fn = loss_function(self.task)
+        self.loss_fn = loss_fn if loss_fn is not None else loss_function(self.task)
         augment = make_augment(self.bundle, built.augment)
         common = dict(loss_fn=self.loss_fn, augment=augment, weight_decay=built.weight_decay,
                       batch_dim=built.batch_dim, penalty=built.penalty)
@@ -189,6 +191,30 @@ class Trainer:
         self.progress = Progress(progress and world.is_main, train.epochs, self.names, lines=world.is_main)
         self.records: Optional[Records] = None
         self._signal: Optional[str] = None
+
+    @classmethod
+    def for_model(cls, model: torch.nn.Module, space: HyperSpace, train, valid, test, *, loss_fn: Callable,
+                  out_dir: Optional[str] = None, task: str = "classification", weight_decay: Optional[str] = None,
+                  batch_dim: int = 0, name: Optional[str] = None, progress: bool = True,
+                  **train_options) -> "Trainer":
+        """A Trainer for a model and data of one's own, with the run directory of the built-in models
+        (docs/RUNS.md: checkpoints with exact resume, schedule.csv, metrics.csv, TensorBoard, schedule.png).
+
+        model: converted (fastdstn.convert) or built from fastdstn.nn; it is trained in place. space: its
+        hyperparameters (their definitions: the run starts from each Hyper's init). train, valid, test:
+        DataLoaders (a shuffling one with generator=torch.Generator()) of (inputs, targets) batches; inputs a
+        tensor, tuple or dict (SelfTuning). task: classification (accuracy), regression (RMSE) or language
+        (perplexity). train_options: keys of the [train] config section (epochs, mode, lr, hyper_lr, train_steps,
+        valid_steps, warmup_epochs, seed, device, ...). Then `fit(resume=..., overwrite=...)`, and
+        `fastdstn.export(trainer.method)` for the tuned network."""
+        from ..models import BuiltModel
+        from . import own_model
+
+        config = own_model.run_config(name or (os.path.basename(os.path.normpath(out_dir)) if out_dir else "own"),
+                                      train_options)
+        data = own_model.bundle(train, valid, test, task, config.train.seed, resolve_device(config.train.device))
+        built = BuiltModel(model, list(space.hypers), task, weight_decay, batch_dim=batch_dim)
+        return cls(config, out_dir, bundle=data, built=built, loss_fn=loss_fn, progress=progress)
 
     # ------------------------------------------------------------------------------------------ building
     def _model_optimizers(self) -> List[torch.optim.Optimizer]:
@@ -352,12 +378,21 @@ class Trainer:
 
     # ------------------------------------------------------------------------------------------ steps
     def _apply_replay(self) -> None:
-        values = self.replay.values_at(self.position.step)
-        if values is None:
+        """The schedule's values for the next training step; a row taken up here for the first time goes into
+        this run's schedule.csv (a function of the step alone, so a resumed replay writes each row once)."""
+        pos = self.position
+        row = self.replay.row_at(pos.step)
+        if row < 0:
             return
+        values = self.replay.values[row]
         lam = [unconstrained(h, values[h.name]) for h in self.space.hypers]
         with torch.no_grad():
             self.space.lam.copy_(torch.tensor(lam, dtype=self.space.lam.dtype))
+        if self.records and (pos.step == 0 or self.replay.row_at(pos.step - 1) != row):
+            self.records.schedule.write({"hyper_step": row + 1, "step": pos.step,
+                                         "epoch": pos.epoch + pos.batch / len(self.train_loader), **values})
+            for n in self.names:
+                self.records.tb.add_scalar(f"hyper/{n}", values[n], pos.step)
 
     def _train_step(self, x, y) -> Optional[float]:
         """One training step; its loss, or None when an update was not finite and skipped."""
@@ -442,9 +477,10 @@ class Trainer:
             with self._context(stream):
                 out = self.method.predict(x)
             n = y.numel() if self.task == "language" else y.shape[0]
-            total += float(self.loss_fn(out.float(), y)) * n
+            logits = getattr(out, "logits", out)     # a tensor, or a model-output object (Hugging Face)
+            total += float(self.loss_fn(out.float() if isinstance(out, torch.Tensor) else out, y)) * n
             if self.task == "classification":
-                correct += int((out.argmax(-1) == y).sum())
+                correct += int((logits.argmax(-1) == y).sum())
             count += n
         total, correct, count = self.world.sum([total, correct, count])
         loss = total / count

@@ -172,3 +172,9 @@ def test_replay_follows_the_recorded_schedule(tmp_path):
         assert values == pytest.approx(expected, rel=1e-5), step
     # every recorded hyper step but the last (made after the final training step) was followed
     assert len({tuple(v.values()) for _, v in seen}) == len(rows)
+    # and the replay's own schedule.csv records each row it followed, where it took it up
+    followed = read_csv(str(tmp_path / "replayed" / "schedule.csv"))
+    assert [int(r["hyper_step"]) for r in followed] == list(range(1, len(rows)))
+    for row in followed:
+        source = rows[int(row["hyper_step"]) - 1]
+        assert row["step"] == source["step"] and all(row[n] == source[n] for n in schedule.names)
