@@ -29,7 +29,7 @@ def _endless(batches: Iterable) -> Iterator:
 
 class SelfTuningModule(lightning.LightningModule):
     """method: the SelfTuning to train; hyper_batches: the (inputs, targets) batches of the hyper steps, taken in
-    turn (a validation DataLoader); train_steps: training steps per hyper step (SPEC §7's T_train);
+    turn (a validation DataLoader); train_steps: training steps per hyper step (docs/METHOD.md §7's T_train);
     optimizer_options: make_optimizers' keywords (lr, response_lr, momentum, hyper_lr, hyper_optimizer)."""
 
     def __init__(self, method: SelfTuning, hyper_batches: Iterable, train_steps: int = 5,

@@ -429,8 +429,8 @@ class SelfTuning:
         self._trained = True
         if not any(bool(layer.hyper_proj.any()) for layer in stn_layers(self.model)):
             warnings.warn("hyper_step: called before any train_step; every hyper projection V is still 0, so the "
-                          "validation loss does not depend on λ and λ does not move (SPEC §7: training steps come "
-                          "first)", UserWarning, stacklevel=3)
+                          "validation loss does not depend on λ and λ does not move (docs/METHOD.md §7: training "
+                          "steps come first)", UserWarning, stacklevel=3)
 
     def _check_hyper_optimizer(self, optimizer) -> None:
         if isinstance(optimizer, Optimizers):
