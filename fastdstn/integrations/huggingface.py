@@ -64,8 +64,8 @@ class StepsTaken(torch.optim.Optimizer):
 class SelfTuningTrainer(transformers.Trainer):
     """method: the SelfTuning to train (its model is the Trainer's); train_steps: training steps per hyper step
     (docs/METHOD.md §7's T_train), the hyper steps taking the evaluation batches in turn; optimizer_options:
-    make_optimizers' keywords (lr, response_lr, momentum, hyper_lr, hyper_optimizer). Other arguments are the Trainer's (args,
-    train_dataset, eval_dataset, data_collator, callbacks, ...), except `model` and `optimizers`."""
+    make_optimizers' keywords (lr, response_lr, momentum, hyper_lr, hyper_optimizer). Other arguments are the
+    Trainer's (args, train_dataset, eval_dataset, data_collator, callbacks, ...), except `model` and `optimizers`."""
 
     def __init__(self, method: SelfTuning, *args, train_steps: int = 5,
                  optimizer_options: Optional[Dict[str, Any]] = None, **kwargs) -> None:
