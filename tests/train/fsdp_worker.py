@@ -1,6 +1,7 @@
 """One rank of the FSDP2 test (started by torchrun from test_fsdp.py): the same Δ-STN steps (both sub-steps and
 the hyper step) on the same per-rank batches and random draws, once under DDP and once under FSDP2, in float64;
 saves the full parameters, λ and ρ each ends with, and this rank's parameter bytes, to OUT/rank{RANK}.pt."""
+import gc
 import os
 import sys
 
@@ -63,6 +64,7 @@ def main() -> None:
     rank = dist.get_rank()
     results = {strategy: run(strategy, rank) for strategy in ("ddp", "fsdp")}
     torch.save(results, os.path.join(out, f"rank{rank}.pt"))
+    gc.collect()    # the DDP and FSDP wrappers (held in reference cycles) go before their process group does
     dist.barrier()
     dist.destroy_process_group()
 
