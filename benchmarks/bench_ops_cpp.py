@@ -26,6 +26,7 @@ import torch
 
 from fastdstn.ops import cpp
 from fastdstn.ops import reference as ref
+from fastdstn.ops.dispatch import implementation
 from fastdstn.train.allocator import keep_freed_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -61,7 +62,8 @@ def linear_case(B, n_in, n_out, H=3):
         torch.mm(xd, Wgd.t()), torch.mm(xd, Wrd.t()), torch.mm(xtd, Wgd.t())
         torch.mm(g, Wgd), torch.mm(g.t(), xd)
 
-    return {"cpp": step(cpp.stn_linear_dual), "reference": step(ref.stn_linear_dual), "mm-floor": floor}
+    return {"cpp": step(implementation("cpp", "stn_linear_dual")), "reference": step(ref.stn_linear_dual),
+            "mm-floor": floor}
 
 
 def conv_case(B, c_in, c_out, hw, k, pad, has_xt, H=6):
@@ -81,7 +83,7 @@ def conv_case(B, c_in, c_out, hw, k, pad, has_xt, H=6):
             return torch.autograd.grad(yt, leaves, g)
         return run
 
-    return {"cpp": step(cpp.stn_conv2d_dual), "reference": step(ref.stn_conv2d_dual)}
+    return {"cpp": step(implementation("cpp", "stn_conv2d_dual")), "reference": step(ref.stn_conv2d_dual)}
 
 
 def measure(providers, rounds, warmup=3):

@@ -140,9 +140,9 @@ def test_opcheck():
     mask = torch.randn(9, 7, device=DEVICE)
     needs_grad = [x.clone().requires_grad_() for x in (q, k, kt, vt)]
     samples = [
-        ((q, k, v, qt, kt, vt, None, True, 0.25, None, 0), "fastdstn::attention_dual"),
-        ((q, k, v, None, *needs_grad[2:], mask, False, 0.25, rate, 7), "fastdstn::attention_dual"),
-        ((*needs_grad[:2], v, None, False, 0.25, rate, 7), "fastdstn::attention"),
+        ((q, k, v, qt, kt, vt, None, True, 0.25, None, 0), "fastdstn::attention_dual_triton"),
+        ((q, k, v, None, *needs_grad[2:], mask, False, 0.25, rate, 7), "fastdstn::attention_dual_triton"),
+        ((*needs_grad[:2], v, None, False, 0.25, rate, 7), "fastdstn::attention_triton"),
     ]
     for args, name in samples:
         torch.library.opcheck(getattr(torch.ops.fastdstn, name.split("::")[1]).default, args,
@@ -165,4 +165,5 @@ def test_registered_beside_the_compiled_library():
     if not cpp.AVAILABLE:
         pytest.skip(f"fastdstn._C not built: {cpp.UNAVAILABLE_REASON}")
     assert torch.ops.fastdstn.stn_linear_dual.default is not None
-    assert all(hasattr(torch.ops.fastdstn, name) for name in ("attention_dual", "attention", "attention_backward"))
+    assert all(hasattr(torch.ops.fastdstn, name)
+               for name in ("attention_dual_triton", "attention_triton", "attention_backward_triton"))

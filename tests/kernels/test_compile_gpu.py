@@ -15,7 +15,7 @@ import pytest
 def test_kernels_compile_for_ampere_and_hopper():
     env = dict(os.environ)
     env.pop("TRITON_INTERPRET", None)
-    result = subprocess.run([sys.executable, "-m", "fastdstn.kernels.compile_check", "--arch", "80", "90"],
+    result = subprocess.run([sys.executable, "-m", "fastdstn.ops.compile_check", "--arch", "80", "90"],
                             capture_output=True, text=True, env=env, timeout=600)
     print(result.stdout, result.stderr[-4000:])
     assert result.returncode == 0, "a kernel failed to compile (see the FAILED lines)"

@@ -1,8 +1,8 @@
-"""fastdstn.kernels.conv (implicit-GEMM forward, ATen backward) against fastdstn.ops.reference."""
+"""fastdstn.ops.dense.triton_conv (implicit-GEMM forward, ATen backward) against fastdstn.ops.reference."""
 import pytest
 import torch
 
-import fastdstn.kernels as K
+from fastdstn.ops.dense import triton_conv as K
 from fastdstn.ops import reference as R
 
 from accuracy import assert_within_bound, dense_terms, roundings
@@ -73,9 +73,9 @@ def test_conv_opcheck(requires_grad):
     args = conv_inputs(1, 2, 3, 5, 3, 2, needs=None if requires_grad else set())
     x, xt, eps, Wg, bg, Wr, br, V = args
     geo = ([1, 1], [1, 1], [1, 1])
-    torch.library.opcheck(torch.ops.fastdstn_triton.conv2d_dual.default,
+    torch.library.opcheck(torch.ops.fastdstn.stn_conv2d_dual_triton.default,
                           (x, xt, eps, Wg, bg, Wr, br, V, *geo, requires_grad), test_utils=OPCHECK_UTILS)
-    torch.library.opcheck(torch.ops.fastdstn_triton.conv2d.default,
+    torch.library.opcheck(torch.ops.fastdstn.stn_conv2d_triton.default,
                           (x, eps, Wg, bg, Wr, br, V, *geo, requires_grad), test_utils=OPCHECK_UTILS)
 
 
@@ -104,8 +104,8 @@ def test_double_backward_is_refused():
     x, xt, eps, Wg, bg, Wr, br, V = conv_inputs(1, 2, 3, 5, 3, 2)
     geo = ((1, 1), (1, 1), (1, 1), 1)
     y, yt = K.stn_conv2d_dual(x, xt, eps, Wg, bg, Wr, br, V, *geo)
-    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::conv2d_dual is not supported"):
+    with pytest.raises(RuntimeError, match="double backward through fastdstn::stn_conv2d_dual_triton is not supported"):
         torch.autograd.grad(y.sum() + yt.sum(), (x, Wg), create_graph=True)
     y = K.stn_conv2d(x, eps, Wg, bg, Wr, br, V, *geo)
-    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::conv2d is not supported"):
+    with pytest.raises(RuntimeError, match="double backward through fastdstn::stn_conv2d_triton is not supported"):
         torch.autograd.grad(y.sum(), (x, Wg), create_graph=True)

@@ -4,7 +4,8 @@ FASTDSTN_TRITON_PIN=0 to put every autotune config through the same checks."""
 import pytest
 import torch
 
-import fastdstn.kernels as K
+from fastdstn.ops.dense import triton as TLin
+from fastdstn.ops.dense import triton_conv as TConv
 from fastdstn.ops import reference as R
 
 from accuracy import dense_terms, roundings, tf32_roundings
@@ -33,7 +34,7 @@ def _rounding(dtype, kinds):
 def test_linear_dual_benchmark_shapes(B, I, O, dtype):
     H = 6
     args = _inputs([(B, I), (B, I), (B, H), (O, I), (O,), (O, I), (O,), (2 * O, H)], dtype)
-    check("dual", K.stn_linear_dual, R.stn_linear_dual, args, dense_terms(args[0], args[3], args[7]),
+    check("dual", TLin.stn_linear_dual, R.stn_linear_dual, args, dense_terms(args[0], args[3], args[7]),
           rounding=_rounding(dtype, ("matmul",)))
 
 
@@ -44,5 +45,5 @@ def test_conv_dual_benchmark_shapes(B, Ci, Co, S, k, p, with_xt, dtype):
     args = _inputs([(B, Ci, S, S), (B, Ci, S, S) if with_xt else None, (B, H), (Co, Ci, k, k), (Co,),
                     (Co, Ci, k, k), (Co,), (2 * Co, H)], dtype)
     geo = ((1, 1), (p, p), (1, 1), 1)
-    check("conv dual", lambda *a: K.stn_conv2d_dual(*a, *geo), lambda *a: R.stn_conv2d_dual(*a, *geo), args,
+    check("conv dual", lambda *a: TConv.stn_conv2d_dual(*a, *geo), lambda *a: R.stn_conv2d_dual(*a, *geo), args,
           dense_terms(args[0], args[3], args[7], geo), rounding=_rounding(dtype, ("matmul", "conv")))

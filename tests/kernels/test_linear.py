@@ -1,8 +1,8 @@
-"""fastdstn.kernels.linear against fastdstn.ops.reference: forward and backward, fp32 (and float64)."""
+"""fastdstn.ops.dense.triton against fastdstn.ops.reference: forward and backward, fp32 (and float64)."""
 import pytest
 import torch
 
-import fastdstn.kernels as K
+from fastdstn.ops.dense import triton as K
 from fastdstn.ops import reference as R
 
 from accuracy import assert_within_bound, dense_terms, roundings
@@ -98,11 +98,11 @@ def test_opcheck():
     for save_u, rg in ((True, True), (False, False)):
         for t in (x, xt, eps, Wg, bg, Wr, br, V):
             t.requires_grad_(rg)
-        torch.library.opcheck(torch.ops.fastdstn_triton.linear_dual.default,
+        torch.library.opcheck(torch.ops.fastdstn.stn_linear_dual_triton.default,
                               (x, xt, eps, Wg, bg, Wr, br, V, save_u), test_utils=OPCHECK_UTILS)
-        torch.library.opcheck(torch.ops.fastdstn_triton.linear.default, (x, eps, Wg, bg, Wr, br, V, save_u),
+        torch.library.opcheck(torch.ops.fastdstn.stn_linear_triton.default, (x, eps, Wg, bg, Wr, br, V, save_u),
                               test_utils=OPCHECK_UTILS)
-    torch.library.opcheck(torch.ops.fastdstn_triton.linear_dual.default,
+    torch.library.opcheck(torch.ops.fastdstn.stn_linear_dual_triton.default,
                           (x, None, eps, Wg, None, Wr, None, V[:3].contiguous(), False),
                           test_utils=OPCHECK_UTILS)
 
@@ -112,19 +112,20 @@ def test_backward_op_opcheck():
     u = torch.randn(5, 3, device=DEVICE)
     dy, dyt = torch.randn(5, 3, device=DEVICE), torch.randn(5, 3, device=DEVICE)
     for needs in ([True] * 8, [False, True, False, False, False, True, True, True]):
-        torch.library.opcheck(torch.ops.fastdstn_triton.linear_backward.default,
+        torch.library.opcheck(torch.ops.fastdstn.stn_linear_backward_triton.default,
                               (dy, dyt, x, xt, eps, Wg, Wr, br, V, u, needs), test_utils=OPCHECK_UTILS)
 
 
 def test_backend_dispatch():
     """fastdstn.ops routes to this module for CUDA tensors when the triton backend is chosen."""
-    from fastdstn.ops import backends
-    assert backends.load("triton") is K
-    assert backends.supports(K, "cuda") and not backends.supports(K, "cpu")
+    from fastdstn.ops import dispatch, triton_config
+    assert dispatch.load("triton") is triton_config
+    assert dispatch.supports(triton_config, "cuda") and not dispatch.supports(triton_config, "cpu")
+    assert dispatch.implementation("triton", "stn_linear_dual") is K.stn_linear_dual
     if DEVICE == "cuda":  # pragma: no cover - GPU machines
         import fastdstn.ops as ops
         with ops.use_backend("triton"):
-            assert backends.resolve("stn_linear_dual", torch.empty(0, device="cuda")) is K.stn_linear_dual
+            assert dispatch.resolve("stn_linear_dual", torch.empty(0, device="cuda")) is K.stn_linear_dual
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
@@ -160,8 +161,8 @@ def test_double_backward_is_refused():
     """The backward op has no derivative: a backward that builds a graph is refused, naming the way out."""
     x, xt, eps, Wg, bg, Wr, br, V = dual_inputs(3, 5, 4, 2)
     y, yt = K.stn_linear_dual(x, xt, eps, Wg, bg, Wr, br, V)
-    with pytest.raises(RuntimeError, match="double backward through fastdstn_triton::linear_dual is not supported"):
+    with pytest.raises(RuntimeError, match="double backward through fastdstn::stn_linear_dual_triton is not supported"):
         torch.autograd.grad(y.sum() + yt.sum(), (x, Wg), create_graph=True)
     y = K.stn_linear(x, eps, Wg, bg, Wr, br, V)
-    with pytest.raises(RuntimeError, match=r"fastdstn_triton::linear is not supported.*use_backend\("):
+    with pytest.raises(RuntimeError, match=r"fastdstn::stn_linear_triton is not supported.*use_backend\("):
         torch.autograd.grad(y.sum(), (x, Wg), create_graph=True)

@@ -7,6 +7,10 @@ import torch
 
 from fastdstn.ops import cpp
 
+from op_cases import backend_functions
+
+compiled = backend_functions("cpp") if cpp.AVAILABLE else None  # each family's cpp.py
+
 
 def _leaves(gen, *shapes, dtype=torch.float64):
     return [torch.randn(*s, generator=gen, dtype=dtype).requires_grad_() for s in shapes]
@@ -18,24 +22,24 @@ def outputs():
     # linear, dual and nonlinear: sizes off the vector width, H = 7 (the direct [s|t] loops)
     x, xt, eps, Wg, bg, Wr, br, V = _leaves(gen, (33, 77), (33, 77), (33, 7), (129, 77), (129,), (129, 77), (129,),
                                             (258, 7))
-    for name, (y, yt) in {"linear_dual": cpp.stn_linear_dual(x, xt, eps, Wg, bg, Wr, br, V)}.items():
+    for name, (y, yt) in {"linear_dual": compiled.stn_linear_dual(x, xt, eps, Wg, bg, Wr, br, V)}.items():
         out[name] = [y, yt, *torch.autograd.grad((y.sin() + yt.cos()).sum(), (x, xt, eps, Wg, bg, Wr, br, V))]
-    y = cpp.stn_linear(x, eps, Wg, bg, Wr, br, V)
+    y = compiled.stn_linear(x, eps, Wg, bg, Wr, br, V)
     out["linear"] = [y, *torch.autograd.grad(y.sin().sum(), (x, eps, Wg, bg, Wr, br, V))]
     # grouped convolution, dual
     x, xt, eps, Wg, bg, Wr, br, V = _leaves(gen, (3, 4, 9, 9), (3, 4, 9, 9), (3, 5), (6, 2, 3, 3), (6,), (6, 2, 3, 3),
                                             (6,), (12, 5))
-    y, yt = cpp.stn_conv2d_dual(x, xt, eps, Wg, bg, Wr, br, V, (1, 1), (1, 1), (1, 1), 2)
+    y, yt = compiled.stn_conv2d_dual(x, xt, eps, Wg, bg, Wr, br, V, (1, 1), (1, 1), (1, 1), 2)
     out["conv_dual"] = [y, yt, *torch.autograd.grad((y.sin() + yt.cos()).sum(), (x, xt, eps, Wg, bg, Wr, br, V))]
     # LSTM cell
     gates, gates_t, c, c_t = _leaves(gen, (5, 4 * 13), (5, 4 * 13), (5, 13), (5, 13))
-    h, ht, c1, ct1 = cpp.lstm_cell_dual(gates, gates_t, c, c_t)
+    h, ht, c1, ct1 = compiled.lstm_cell_dual(gates, gates_t, c, c_t)
     out["lstm"] = [h, ht, c1, ct1, *torch.autograd.grad((h * ht + c1 * ct1).sum(), (gates, gates_t, c, c_t))]
     # dropout: a rate per example along dim 0, and along the last dim
     x = torch.randn(6, 37, 11, generator=gen, dtype=torch.float32)
     rate = torch.linspace(0.05, 0.9, 6)
-    out["dropout"] = [cpp.dropout_dual(x, x, rate, 1234, 0, ())[0],
-                      cpp.dropout_dual(x.transpose(0, 2).contiguous(), None, rate, 99, 2, (1,))[0]]
+    out["dropout"] = [compiled.dropout_dual(x, x, rate, 1234, 0, ())[0],
+                      compiled.dropout_dual(x.transpose(0, 2).contiguous(), None, rate, 99, 2, (1,))[0]]
     return {k: [t.detach() for t in v] for k, v in out.items()}
 
 

@@ -278,10 +278,10 @@ def test_bad_arguments_name_themselves(args, name):
 
 
 def test_backend_choice(recwarn):
-    from fastdstn.ops.attention import backend_for
-    assert backend_for("cpu") is R
+    from fastdstn.ops.dispatch import choose
+    assert choose("attention_dual", "cpu")[1] is R.attention_dual
     with ops.use_backend("cpp"):
-        assert backend_for("cpu") is R
+        assert choose("attention_dual", "cpu")[1] is R.attention_dual
     with ops.use_backend("triton"):
         q, k, v, qt, kt, vt = operands()
         ops.attention_dual(q, k, v, qt, kt, vt)

@@ -14,9 +14,12 @@ import torch
 import fastdstn.ops as ops
 from fastdstn.ops import cpp
 from fastdstn.ops import reference as ref
-from fastdstn.ops.backends import resolve
+from fastdstn.ops.dispatch import resolve
 
 from accuracy import LSTM_TERMS, assert_within_bound, dense_terms, magnitude, scale_of, tf32_roundings
+from op_cases import backend_functions
+
+compiled = backend_functions("cpp") if cpp.AVAILABLE else None  # each family's cpp.py
 
 _INFO_PATH = os.path.join(os.path.dirname(cpp.__file__), os.pardir, "_build_info.json")
 
@@ -158,8 +161,8 @@ def _flat(outputs):
 def test_gradcheck_linear(case):
     args = _linear_args(case)
     fast = case[3] >= 30
-    assert torch.autograd.gradcheck(lambda *a: _flat(cpp.stn_linear_dual(*a)), args, fast_mode=fast)
-    assert torch.autograd.gradcheck(lambda *a: cpp.stn_linear(*a), _nonlinear(args), fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda *a: _flat(compiled.stn_linear_dual(*a)), args, fast_mode=fast)
+    assert torch.autograd.gradcheck(lambda *a: compiled.stn_linear(*a), _nonlinear(args), fast_mode=fast)
 
 
 GRADCHECK_CONV_CASES = [  # small: every input element is perturbed twice per op call
@@ -172,21 +175,21 @@ GRADCHECK_CONV_CASES = [  # small: every input element is perturbed twice per op
 @pytest.mark.parametrize("case", GRADCHECK_CONV_CASES, ids=lambda c: f"g{c[6]}-{c[10]}")
 def test_gradcheck_conv(case):
     args, geo = _conv_args(case)
-    assert torch.autograd.gradcheck(lambda *a: _flat(cpp.stn_conv2d_dual(*a, *geo)), args)
-    assert torch.autograd.gradcheck(lambda *a: cpp.stn_conv2d(*a, *geo), _nonlinear(args))
+    assert torch.autograd.gradcheck(lambda *a: _flat(compiled.stn_conv2d_dual(*a, *geo)), args)
+    assert torch.autograd.gradcheck(lambda *a: compiled.stn_conv2d(*a, *geo), _nonlinear(args))
 
 
 @pytest.mark.parametrize("tangents", ["gc", "g", "c", ""])
 def test_gradcheck_lstm(tangents):
     args = _lstm_args(3, 4, tangents, True, torch.float64)
-    assert torch.autograd.gradcheck(lambda *a: _flat(cpp.lstm_cell_dual(*a)), args)
+    assert torch.autograd.gradcheck(lambda *a: _flat(compiled.lstm_cell_dual(*a)), args)
 
 
 def test_gradcheck_dropout():
     x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     xt = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     rate = torch.tensor([0.0, 0.3, 0.6, 0.9], dtype=torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b: cpp.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
+    assert torch.autograd.gradcheck(lambda a, b: compiled.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
 
 
 # ----------------------------------------------------------------------------- second order
@@ -196,11 +199,11 @@ def _op_calls():
     conv, geo = _conv_args(GRADCHECK_CONV_CASES[2])
     lstm = _lstm_args(2, 2, "gc", True, torch.float64)
     return {
-        "stn_linear": (lambda *a: cpp.stn_linear(*a), _nonlinear(lin)),
-        "stn_linear_dual": (lambda *a: _flat(cpp.stn_linear_dual(*a)), lin),
-        "stn_conv2d": (lambda *a: cpp.stn_conv2d(*a, *geo), _nonlinear(conv)),
-        "stn_conv2d_dual": (lambda *a: _flat(cpp.stn_conv2d_dual(*a, *geo)), conv),
-        "lstm_cell_dual": (lambda *a: _flat(cpp.lstm_cell_dual(*a)), lstm),
+        "stn_linear": (lambda *a: compiled.stn_linear(*a), _nonlinear(lin)),
+        "stn_linear_dual": (lambda *a: _flat(compiled.stn_linear_dual(*a)), lin),
+        "stn_conv2d": (lambda *a: compiled.stn_conv2d(*a, *geo), _nonlinear(conv)),
+        "stn_conv2d_dual": (lambda *a: _flat(compiled.stn_conv2d_dual(*a, *geo)), conv),
+        "lstm_cell_dual": (lambda *a: _flat(compiled.lstm_cell_dual(*a)), lstm),
     }
 
 
@@ -224,7 +227,7 @@ def test_double_backward_of_dropout_is_its_forward_op():
     x = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     xt = torch.randn(4, 3, 5, dtype=torch.float64, requires_grad=True)
     rate = torch.tensor([0.0, 0.3, 0.6, 0.9], dtype=torch.float64)
-    assert torch.autograd.gradgradcheck(lambda a, b: cpp.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
+    assert torch.autograd.gradgradcheck(lambda a, b: compiled.dropout_dual(a, b, rate, 7, 0, (2,)), (x, xt))
 
 
 # ----------------------------------------------------------------------------- float16/bfloat16 on CPU
@@ -244,7 +247,7 @@ def test_half_precision_on_cpu_runs_the_reference(dtype):
     x32 = args[0].float()
     with torch.autocast("cpu", dtype):
         assert resolve("stn_linear_dual", x32) is ref.stn_linear_dual
-    assert resolve("stn_linear_dual", x32) is cpp.stn_linear_dual
+    assert resolve("stn_linear_dual", x32) is compiled.stn_linear_dual
 
 
 # ----------------------------------------------------------------------------- float32 accuracy
@@ -299,29 +302,29 @@ def _dense_terms(args, geo=None):
 @pytest.mark.parametrize("case", LINEAR_CASES, ids=lambda c: f"{c[0]}x{c[1]}x{c[2]}-H{c[3]}-{c[7]}")
 def test_float32_linear_vs_reference(case):
     args = _linear_args(case, torch.float32)
-    _assert_accurate(cpp.stn_linear_dual, ref.stn_linear_dual, args, _dense_terms(args))
-    _assert_accurate(cpp.stn_linear, ref.stn_linear, _nonlinear(args), _dense_terms(args))
+    _assert_accurate(compiled.stn_linear_dual, ref.stn_linear_dual, args, _dense_terms(args))
+    _assert_accurate(compiled.stn_linear, ref.stn_linear, _nonlinear(args), _dense_terms(args))
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=lambda c: f"{c[1]}to{c[2]}-k{c[5]}-g{c[6]}-{c[10]}")
 def test_float32_conv_vs_reference(case):
     args, geo = _conv_args(case, torch.float32)
-    _assert_accurate(lambda *a: cpp.stn_conv2d_dual(*a, *geo), lambda *a: ref.stn_conv2d_dual(*a, *geo), args,
+    _assert_accurate(lambda *a: compiled.stn_conv2d_dual(*a, *geo), lambda *a: ref.stn_conv2d_dual(*a, *geo), args,
                      _dense_terms(args, geo))
-    _assert_accurate(lambda *a: cpp.stn_conv2d(*a, *geo), lambda *a: ref.stn_conv2d(*a, *geo), _nonlinear(args),
+    _assert_accurate(lambda *a: compiled.stn_conv2d(*a, *geo), lambda *a: ref.stn_conv2d(*a, *geo), _nonlinear(args),
                      _dense_terms(args, geo))
 
 
 @pytest.mark.parametrize("tangents", ["gc", "g", ""])
 def test_float32_lstm_vs_reference(tangents):
     args = _lstm_args(7, 33, tangents, True)
-    _assert_accurate(cpp.lstm_cell_dual, ref.lstm_cell_dual, args, LSTM_TERMS, pointwise=True)
+    _assert_accurate(compiled.lstm_cell_dual, ref.lstm_cell_dual, args, LSTM_TERMS, pointwise=True)
 
 
 def test_response_substep_grads_and_frozen_primal():
     """Δ-STN's response sub-step: x, W_g, b_g frozen; y carries no gradient; the others match."""
     args = dense_inputs(16, 24, 20, 3, grads="response")
-    y, yt = cpp.stn_linear_dual(*args)
+    y, yt = compiled.stn_linear_dual(*args)
     assert not y.requires_grad and yt.requires_grad
     y_ref, yt_ref = ref.stn_linear_dual(*args)
     w = torch.randn_like(yt)
@@ -356,13 +359,14 @@ def test_hyper_step_linear_saves_no_input_activation():
     V = torch.randn(2 * n_out, H)
     resident = [x, xt, h, Wg, Wr, bg, br, V]
     u_and_st = (B * n_out + B * 2 * n_out) * 4
-    assert _saved_activation_bytes(lambda: cpp.stn_linear(x * 1, h, Wg, bg, Wr, br, V), resident) <= u_and_st + 64
-    assert _saved_activation_bytes(lambda: cpp.stn_linear_dual(x * 1, xt * 1, h, Wg, bg, Wr, br, V),
+    assert _saved_activation_bytes(lambda: compiled.stn_linear(x * 1, h, Wg, bg, Wr, br, V), resident) <= u_and_st + 64
+    assert _saved_activation_bytes(lambda: compiled.stn_linear_dual(x * 1, xt * 1, h, Wg, bg, Wr, br, V),
                                    resident) <= u_and_st + 64
 
 
 def test_autograd_is_registered_in_cpp():
-    """The autograd formulas are C++ kernels for the Autograd key (csrc/autograd.cpp), not Python ones."""
+    """The autograd formulas are C++ kernels for the Autograd key (csrc/<family>/<family>_autograd.cpp), not
+    Python ones."""
     for name in ("stn_linear", "stn_linear_dual", "stn_conv2d", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fastdstn::{name}", "Autograd"), name
 
@@ -371,7 +375,7 @@ def test_autograd_is_registered_in_cpp():
 def test_grad_of_a_subset_with_absent_optionals(has_xt, has_bg, has_br):
     """needs_input_grad maps autograd's edges (absent optionals have none) back to argument positions."""
     args = dense_inputs(5, 6, 4, 3, has_xt=has_xt, has_bg=has_bg, has_br=has_br)
-    y, yt = cpp.stn_linear_dual(*args)
+    y, yt = compiled.stn_linear_dual(*args)
     y_ref, yt_ref = ref.stn_linear_dual(*args)
     w = torch.randn_like(yt)
     x, xt, eps, Wg, bg, Wr, br, V = args
@@ -385,7 +389,7 @@ def test_grad_of_a_subset_with_absent_optionals(has_xt, has_bg, has_br):
 def test_public_api_dispatches_to_cpp():
     args = dense_inputs(4, 5, 6, 2, dtype=torch.float32)
     with ops.use_backend("cpp"):
-        assert resolve("stn_linear_dual", args[0]) is cpp.stn_linear_dual
+        assert resolve("stn_linear_dual", args[0]) is compiled.stn_linear_dual
         y, yt = ops.stn_linear_dual(*args)
     y_ref, yt_ref = ref.stn_linear_dual(*args)
     torch.testing.assert_close(yt, yt_ref)
@@ -396,7 +400,7 @@ def test_dropout_statistics_and_consistency():
     B, D = 6, 20000
     rate = torch.tensor([0.0, 0.1, 0.25, 0.5, 0.75, 0.9])
     x, xt = torch.ones(B, D), torch.randn(B, D)
-    y, yt = cpp.dropout_dual(x, xt, rate, 42, 0, ())
+    y, yt = compiled.dropout_dual(x, xt, rate, 42, 0, ())
     for i, p in enumerate(rate.tolist()):
         kept = (y[i] != 0).float().mean().item()
         sd = (p * (1 - p) / D) ** 0.5
@@ -404,15 +408,15 @@ def test_dropout_statistics_and_consistency():
         torch.testing.assert_close(y[i][y[i] != 0], torch.full_like(y[i][y[i] != 0], 1 / (1 - p)))
     torch.testing.assert_close(yt, xt * y)  # the tangent sees the primal's mask
     # deterministic in the seed, different across seeds
-    assert torch.equal(cpp.dropout_dual(x, None, rate, 42, 0, ())[0], y)
-    assert not torch.equal(cpp.dropout_dual(x, None, rate, 43, 0, ())[0], y)
+    assert torch.equal(compiled.dropout_dual(x, None, rate, 42, 0, ())[0], y)
+    assert not torch.equal(compiled.dropout_dual(x, None, rate, 43, 0, ())[0], y)
 
 
 def test_dropout_shared_dims_and_backward_mask():
     x = torch.ones(8, 16, 5, 5, requires_grad=True)
     xt = torch.randn(8, 16, 5, 5, requires_grad=True)
     rate = torch.full((8,), 0.5)
-    y, yt = cpp.dropout_dual(x, xt, rate, 3, 0, (2, 3))
+    y, yt = compiled.dropout_dual(x, xt, rate, 3, 0, (2, 3))
     mask = y.detach()
     assert torch.equal(mask, mask[:, :, :1, :1].expand_as(mask))  # one draw per (example, channel)
     gy, gyt = torch.randn_like(y), torch.randn_like(yt)
@@ -421,7 +425,7 @@ def test_dropout_shared_dims_and_backward_mask():
     torch.testing.assert_close(gxt, gyt * mask)
     # locked dropout of a (T, B, D) sequence: the time dimension shares the draw
     seq = torch.ones(7, 4, 9)
-    ys, _ = cpp.dropout_dual(seq, None, torch.full((4,), 0.5), 5, 1, (0,))
+    ys, _ = compiled.dropout_dual(seq, None, torch.full((4,), 0.5), 5, 1, (0,))
     assert torch.equal(ys, ys[:1].expand_as(ys))
 
 
@@ -470,9 +474,9 @@ def test_errors_name_the_argument():
 
 
 # ----------------------------------------------------------------------------- CUDA kernels (GPU only)
-# The same checks on the CUDA dispatch key: the epilogue kernels of csrc/cuda/stn_kernels.cu against the
-# reference on the GPU (float64 to round-off, float32 within the bound of tests/accuracy.py, bf16 loosely), opcheck on CUDA
-# tensors, and the seeded dropout mask's statistics.
+# The same checks on the CUDA dispatch key: the epilogue kernels of csrc/<family>/<family>_cuda.cu against
+# the reference on the GPU (float64 to round-off, float32 within the bound of tests/accuracy.py, bf16 loosely),
+# opcheck on CUDA tensors, and the seeded dropout mask's statistics.
 cuda_only = pytest.mark.skipif(not (torch.cuda.is_available() and cpp.cuda_registered()),
                                reason="needs a GPU and an extension built with FASTDSTN_CUDA=1")
 
@@ -487,9 +491,9 @@ def _dense_cases_on_cuda():
 
 def _dense_fns(geo):
     if geo is None:
-        return [(cpp.stn_linear_dual, ref.stn_linear_dual, False), (cpp.stn_linear, ref.stn_linear, True)]
-    return [(lambda *a: cpp.stn_conv2d_dual(*a, *geo), lambda *a: ref.stn_conv2d_dual(*a, *geo), False),
-            (lambda *a: cpp.stn_conv2d(*a, *geo), lambda *a: ref.stn_conv2d(*a, *geo), True)]
+        return [(compiled.stn_linear_dual, ref.stn_linear_dual, False), (compiled.stn_linear, ref.stn_linear, True)]
+    return [(lambda *a: compiled.stn_conv2d_dual(*a, *geo), lambda *a: ref.stn_conv2d_dual(*a, *geo), False),
+            (lambda *a: compiled.stn_conv2d(*a, *geo), lambda *a: ref.stn_conv2d(*a, *geo), True)]
 
 
 @cuda_only
@@ -529,7 +533,7 @@ def test_cuda_lstm_cell_matches_the_reference(tangents):
     args = _copy(_lstm_args(7, 33, tangents, True), torch.float64, "cuda")
     cot = _cotangents(ref.lstm_cell_dual(*args))
     want = _outputs_and_grads(ref.lstm_cell_dual, args, cot)
-    for g, w in zip(_outputs_and_grads(cpp.lstm_cell_dual, args, cot), want):
+    for g, w in zip(_outputs_and_grads(compiled.lstm_cell_dual, args, cot), want):
         torch.testing.assert_close(g, w, rtol=1e-10, atol=1e-10)
 
 
@@ -538,7 +542,7 @@ def test_cuda_dropout_rates_masks_and_backward():
     rate = torch.tensor([0.0, 0.2, 0.5, 0.8], device="cuda")
     x = torch.ones(4, 20000, device="cuda", requires_grad=True)
     xt = torch.randn(4, 20000, device="cuda", requires_grad=True)
-    y, yt = cpp.dropout_dual(x, xt, rate, 11, 0, ())
+    y, yt = compiled.dropout_dual(x, xt, rate, 11, 0, ())
     kept = (y != 0).float().mean(1)
     torch.testing.assert_close(kept, 1 - rate, atol=0.015, rtol=0)
     mask = y.detach()
@@ -547,12 +551,12 @@ def test_cuda_dropout_rates_masks_and_backward():
     gx, gxt = torch.autograd.grad((y * gy).sum() + (yt * gy).sum(), (x, xt))
     torch.testing.assert_close(gx, gy * mask)
     torch.testing.assert_close(gxt, gy * mask)
-    assert torch.equal(cpp.dropout_dual(x, None, rate, 11, 0, ())[0], y)
+    assert torch.equal(compiled.dropout_dual(x, None, rate, 11, 0, ())[0], y)
 
 
 # ----------------------------------------------------------------------------- CPU instruction sets
 def test_cpu_instruction_sets_agree(tmp_path):
-    """The CPU loops exist for the x86-64 baseline, AVX2 and AVX-512 (csrc/epilogue_cpu.cpp picks the widest the
+    """The CPU loops exist for the x86-64 baseline, AVX2 and AVX-512 (csrc/common/isa.cpp picks the widest the
     CPU has; FASTDSTN_CPU_ISA caps it). Every copy gives the float64 results of the others up to rounding
     (FMA contraction differs) and bit-identical dropout masks."""
     import subprocess

@@ -127,10 +127,10 @@ def test_bad_dropout_and_conv_arguments_are_named():
 
 
 def test_missing_backend_falls_back_to_reference_with_one_warning(monkeypatch):
-    from fastdstn.ops import backends
-    monkeypatch.setitem(backends._loaded, "triton", None)
-    monkeypatch.setitem(backends._load_errors, "triton", "not built for this test")
-    monkeypatch.setattr(backends, "_warned", set())
+    from fastdstn.ops import dispatch
+    monkeypatch.setitem(dispatch._loaded, "triton", None)
+    monkeypatch.setitem(dispatch._load_errors, "triton", "not built for this test")
+    monkeypatch.setattr(dispatch, "_warned", set())
     a = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in dense_args().items()}
     expected = ops.reference.stn_linear(a["x"], a["h"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"])
     with ops.use_backend("triton"):

@@ -1,4 +1,4 @@
-"""The linear ops' small-batch GEMM kernel (csrc/small_gemm_cpu.cpp), through its two test ops:
+"""The linear ops' small-batch GEMM kernel (csrc/dense/small_gemm_cpu.cpp), through its two test ops:
 fastdstn::_dense_mm (a·b, a any strided view) and fastdstn::_linear_products (x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ).
 
 Against the float64 product, within the forward-error bound of a length-L dot product (tests/accuracy.py),
@@ -14,6 +14,9 @@ import torch
 
 from accuracy import assert_within_bound
 from fastdstn.ops import cpp
+from op_cases import backend_functions
+
+compiled = backend_functions("cpp") if cpp.AVAILABLE else None  # each family's cpp.py
 
 pytestmark = pytest.mark.skipif(not cpp.AVAILABLE, reason="compiled ops unavailable")
 
@@ -89,7 +92,7 @@ def test_gradients_through_the_linear_ops_in_float64():
     gen = torch.Generator().manual_seed(0)
     args = [torch.randn(*s, generator=gen, dtype=torch.float64, requires_grad=True)
             for s in ((9, 21), (9, 3), (17, 21), (17,), (17, 21), (17,), (34, 3))]
-    assert torch.autograd.gradcheck(lambda *a: cpp.stn_linear(*a), args)
+    assert torch.autograd.gradcheck(lambda *a: compiled.stn_linear(*a), args)
 
 
 def test_off_switch_gives_atens_products():
