@@ -4,12 +4,13 @@ FASTDSTN_TRITON_PIN=0 to put every autotune config through the same checks."""
 import pytest
 import torch
 
-from fastdstn.ops.dense import triton as TLin
-from fastdstn.ops.dense import triton_conv as TConv
 from fastdstn.ops import reference as R
 
 from accuracy import dense_terms, roundings, tf32_roundings
-from kernel_checks import DEVICE, check
+from op_cases import DEVICE, check, triton_module
+
+TLin = triton_module("dense.triton")
+TConv = triton_module("dense.triton_conv")
 
 pytestmark = pytest.mark.skipif(DEVICE != "cuda", reason="benchmark shapes run on a GPU only")
 

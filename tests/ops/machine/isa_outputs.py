@@ -1,15 +1,16 @@
-"""Run by tests/ops/test_cpp_ops.py in a subprocess with FASTDSTN_CPU_ISA set: computes the compiled CPU ops'
+"""Run by tests/ops/machine/test_cpu_isa.py in a subprocess with FASTDSTN_CPU_ISA set: computes the compiled CPU ops'
 outputs and gradients on fixed inputs and saves them, with the instruction set in use, (torch.save) to the path
 given as argv[1]."""
 import sys
+from types import SimpleNamespace
 
 import torch
 
-from fastdstn.ops import cpp
+from fastdstn.ops import cpp, dispatch
 
-from op_cases import backend_functions
-
-compiled = backend_functions("cpp") if cpp.AVAILABLE else None  # each family's cpp.py
+# The compiled backend's functions (each family's cpp.py).
+compiled = SimpleNamespace(**{op: dispatch.implementation("cpp", op) for op in (
+    "stn_linear", "stn_linear_dual", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual")})
 
 
 def _leaves(gen, *shapes, dtype=torch.float64):
