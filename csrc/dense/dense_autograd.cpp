@@ -109,13 +109,26 @@ T4 stn_linear_dual_autograd(const Tensor& x, const OptTensor& xt, const Tensor& 
 }
 
 // ================================================================ conv geometry
-void save_geometry(AutogradContext* ctx, at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation,
-                   int64_t groups) {
-  ctx->saved_data["stride"] = stride.vec();
-  ctx->saved_data["padding"] = padding.vec();
-  ctx->saved_data["dilation"] = dilation.vec();
-  ctx->saved_data["groups"] = groups;
-}
+// What a conv op's backward reads besides tensors: whether b_g was given, and the geometry.
+struct ConvSaved {
+  bool has_bg;
+  std::vector<int64_t> stride, padding, dilation;
+  int64_t groups;
+
+  static void save(AutogradContext* ctx, const OptTensor& bg, at::IntArrayRef stride, at::IntArrayRef padding,
+                   at::IntArrayRef dilation, int64_t groups) {
+    ctx->saved_data["has_bg"] = present(bg);
+    ctx->saved_data["stride"] = stride.vec();
+    ctx->saved_data["padding"] = padding.vec();
+    ctx->saved_data["dilation"] = dilation.vec();
+    ctx->saved_data["groups"] = groups;
+  }
+
+  explicit ConvSaved(AutogradContext* ctx)
+      : has_bg(ctx->saved_data["has_bg"].toBool()), stride(ints(ctx->saved_data["stride"])),
+        padding(ints(ctx->saved_data["padding"])), dilation(ints(ctx->saved_data["dilation"])),
+        groups(ctx->saved_data["groups"].toInt()) {}
+};
 
 // ================================================================ stn_conv2d
 struct ConvFn : torch::autograd::Function<ConvFn> {
@@ -129,8 +142,7 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
     ctx->set_materialize_grads(false);
     ctx->mark_non_differentiable({st, u});
     ctx->save_for_backward({x, h, Wg, Wr, value(br), V, u});
-    ctx->saved_data["has_bg"] = present(bg);
-    save_geometry(ctx, stride, padding, dilation, groups);
+    ConvSaved::save(ctx, bg, stride, padding, dilation, groups);
     return {y, st, u};
   }
 
@@ -138,12 +150,11 @@ struct ConvFn : torch::autograd::Function<ConvFn> {
     FASTDSTN_OP(stn_conv2d_backward, "fastdstn::stn_conv2d_backward");
     BackwardWithoutGraph below("fastdstn::stn_conv2d");
     const auto s = ctx->get_saved_variables();
-    auto& d = ctx->saved_data;
-    const bool has_bg = d["has_bg"].toBool();
-    const auto mask = input_mask<7>(ctx, {true, true, true, has_bg, true, s[4].defined(), true});
+    const ConvSaved c(ctx);
+    const auto mask = input_mask<7>(ctx, {true, true, true, c.has_bg, true, s[4].defined(), true});
     if (!grads[0].defined() || !any(mask)) return variable_list(11);
-    return masked<7>(handle.call(grads[0], s[0], s[1], s[2], s[3], opt(s[4]), s[5], s[6], ints(d["stride"]),
-                                 ints(d["padding"]), ints(d["dilation"]), d["groups"].toInt(), has_bg, mask),
+    return masked<7>(handle.call(grads[0], s[0], s[1], s[2], s[3], opt(s[4]), s[5], s[6], c.stride, c.padding,
+                                 c.dilation, c.groups, c.has_bg, mask),
                      mask, 4);
   }
 };
@@ -167,8 +178,7 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
     auto [y, yt, st, u] = handle.call(x, xt, eps, Wg, bg, Wr, br, V, stride, padding, dilation, groups);
     mark_dual_outputs(ctx, primal_trained, y, st, u);
     ctx->save_for_backward({x, value(xt), eps, Wg, Wr, value(br), V, u});
-    ctx->saved_data["has_bg"] = present(bg);
-    save_geometry(ctx, stride, padding, dilation, groups);
+    ConvSaved::save(ctx, bg, stride, padding, dilation, groups);
     return {y, yt, st, u};
   }
 
@@ -176,13 +186,11 @@ struct ConvDualFn : torch::autograd::Function<ConvDualFn> {
     FASTDSTN_OP(stn_conv2d_dual_backward, "fastdstn::stn_conv2d_dual_backward");
     BackwardWithoutGraph below("fastdstn::stn_conv2d_dual");
     const auto s = ctx->get_saved_variables();
-    auto& d = ctx->saved_data;
-    const bool has_bg = d["has_bg"].toBool();
-    const auto mask = input_mask<8>(ctx, {true, s[1].defined(), true, true, has_bg, true, s[5].defined(), true});
+    const ConvSaved c(ctx);
+    const auto mask = input_mask<8>(ctx, {true, s[1].defined(), true, true, c.has_bg, true, s[5].defined(), true});
     if ((!grads[0].defined() && !grads[1].defined()) || !any(mask)) return variable_list(12);
     return masked<8>(handle.call(opt(grads[0]), opt(grads[1]), s[0], opt(s[1]), s[2], s[3], s[4], opt(s[5]), s[6],
-                                 s[7], ints(d["stride"]), ints(d["padding"]), ints(d["dilation"]),
-                                 d["groups"].toInt(), has_bg, mask),
+                                 s[7], c.stride, c.padding, c.dilation, c.groups, c.has_bg, mask),
                      mask, 4);
   }
 };

@@ -216,7 +216,7 @@ def test_triton_dropout_backward_is_the_same_mask(with_xt):
     torch.testing.assert_close(g[0], cy * m)
     if with_xt:
         torch.testing.assert_close(g[1], cyt * m)
-    assert g[2] is None, "rates are detached (SPEC §2)"
+    assert g[2] is None, "rates are detached (docs/METHOD.md §2)"
 
 
 @needs_triton

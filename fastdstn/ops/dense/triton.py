@@ -30,7 +30,7 @@ gradients are).
 """
 from __future__ import annotations
 
-from typing import List, Optional, Sequence, Tuple
+from typing import List, NamedTuple, Optional, Sequence, Tuple
 
 import torch
 import triton
@@ -354,12 +354,31 @@ def _gemm_grid(M: int, N: int):
 # Launchers (shared with conv.py)
 # ----------------------------------------------------------------------------------------------------
 
-_NO_CONV = (1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1)
+class ConvGeometry(NamedTuple):
+    """The implicit-im2col addressing of `_stn_fwd_kernel` with CONV=True: input channels and image size, the
+    output's pixels per image and width, the kernel's taps and width, stride, padding and dilation."""
+    c_in: int
+    ih: int
+    iw: int
+    ohw: int
+    ow: int
+    khw: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dh: int
+    dw: int
+
+
+# What the linear kernel (CONV=False, which never reads them) passes: a 1x1 "convolution" of stride 1.
+NO_CONV = ConvGeometry(c_in=1, ih=1, iw=1, ohw=1, ow=1, khw=1, kw=1, sh=1, sw=1, ph=0, pw=0, dh=1, dw=1)
 
 
 def launch_forward(x: Tensor, xt: Optional[Tensor], eps: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tensor,
                    br: Optional[Tensor], V: Tensor, y: Tensor, yt: Optional[Tensor], u: Optional[Tensor],
-                   M: int, N: int, K: int, nonlinear: bool, conv_geometry: Optional[Sequence[int]] = None) -> None:
+                   M: int, N: int, K: int, nonlinear: bool, conv_geometry: Optional[ConvGeometry] = None) -> None:
     """Run `_stn_fwd_kernel` into preallocated y, ẏ (dual only) and u (when saved). All inputs contiguous."""
     if M == 0 or N == 0 or triton_config.skip_launch(x):
         return
@@ -368,7 +387,7 @@ def launch_forward(x: Tensor, xt: Optional[Tensor], eps: Tensor, Wg: Tensor, bg:
     wrap_triton(kernel)[_gemm_grid(M, N)](
         x, dummy if xt is None else xt, eps, Wg, dummy if bg is None else bg, Wr, dummy if br is None else br, V,
         y, dummy if yt is None else yt, dummy if u is None else u,
-        M, N, K, eps.shape[1], *(conv_geometry or _NO_CONV),
+        M, N, K, eps.shape[1], *(conv_geometry or NO_CONV),
         HAS_XT=xt is not None, HAS_BG=bg is not None, HAS_BR=br is not None, NONLINEAR=nonlinear,
         SAVE_U=u is not None, CONV=conv_geometry is not None, PRECISION=triton_config.input_precision(x.dtype),
         ACC=triton_config.acc_dtype(x.dtype))

@@ -26,7 +26,8 @@ from torch.library import triton_op, wrap_triton
 
 from .. import triton_config
 from . import reference
-from .triton import both_cotangents, dual_needs, launch_forward, nonlinear_needs, save_inputs, saved_inputs
+from .triton import (ConvGeometry, both_cotangents, dual_needs, launch_forward, nonlinear_needs, save_inputs,
+                     saved_inputs)
 
 Tensor = torch.Tensor
 
@@ -49,8 +50,8 @@ def _forward(x: Tensor, xt: Optional[Tensor], eps: Tensor, Wg: Tensor, bg: Optio
     y = x.new_empty((n, cout, oh, ow))
     yt = x.new_empty((n, cout, oh, ow)) if not nonlinear else x.new_empty((0,))
     u = x.new_empty((n, cout, oh, ow)) if save_u else None
-    geometry = (c, ih, iw, oh * ow, ow, kh * kw, kw, stride[0], stride[1], padding[0], padding[1],
-                dilation[0], dilation[1])
+    geometry = ConvGeometry(c_in=c, ih=ih, iw=iw, ohw=oh * ow, ow=ow, khw=kh * kw, kw=kw, sh=stride[0], sw=stride[1],
+                            ph=padding[0], pw=padding[1], dh=dilation[0], dw=dilation[1])
     launch_forward(x, xt, eps, Wg.reshape(cout, -1).contiguous(), bg, Wr.reshape(cout, -1).contiguous(), br, V,
                    y, None if nonlinear else yt, u, n * oh * ow, cout, c * kh * kw, nonlinear=nonlinear,
                    conv_geometry=geometry)

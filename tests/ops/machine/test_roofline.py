@@ -29,5 +29,5 @@ def test_roofline_counts():
     weights = 2 * 1024 * 1024 * r.ELEMENT
     assert case.nbytes(case.inputs) + case.nbytes(case.outputs) > weights
     assert case.launch_bytes(case.reference) > case.launch_bytes(case.fused)
-    # The response sub-step runs two weight-sized GEMMs (SPEC §5).
+    # The response sub-step runs two weight-sized GEMMs (docs/METHOD.md §5).
     assert 2 <= r.linear_dual_response_backward(128, 1024, 1024).flops / gemm < 2.05
