@@ -1,9 +1,9 @@
-"""Build fastdstn: the Python package, the Triton kernels (kernels/ → fastdstn.kernels) and the
+"""Build fastdstn: the Python package (the Triton kernels included, in fastdstn/ops/<family>/) and the
 compiled ops (csrc/ → fastdstn._C).
 
 Switches (environment):
   FASTDSTN_NO_EXTENSIONS=1   pure-Python install, no compiled ops
-  FASTDSTN_CUDA=1            also compile csrc/cuda/*.cu (so does a set TORCH_CUDA_ARCH_LIST);
+  FASTDSTN_CUDA=1            also compile csrc/<family>/*.cu (so does a set TORCH_CUDA_ARCH_LIST);
                              never decided by whether a GPU is visible
   TORCH_CUDA_ARCH_LIST       CUDA architectures, e.g. "8.0;9.0" (default "8.0;9.0" with FASTDSTN_CUDA=1)
   MAX_JOBS                   parallel compile jobs (torch's BuildExtension reads it)
@@ -50,7 +50,8 @@ def package_version(cuda: str, torch_version: str) -> str:
 
 def extensions():
     """The compiled-ops extension and the build metadata it was made with (or none of either)."""
-    cpp_sources = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    # csrc/common/ and one folder per op family (csrc/dense/, csrc/lstm_cell/, csrc/dropout/).
+    cpp_sources = sorted(glob.glob(os.path.join("csrc", "*", "*.cpp")))
     if _flag("FASTDSTN_NO_EXTENSIONS") or not cpp_sources:
         return [], {}, {"version": release_version(), "compiled": False}
     with_cuda = _flag("FASTDSTN_CUDA") or bool(os.environ.get("TORCH_CUDA_ARCH_LIST"))
@@ -70,7 +71,7 @@ def extensions():
             raise RuntimeError(f"setup.py: FASTDSTN_CUDA=1 or TORCH_CUDA_ARCH_LIST asks for the CUDA ops, which need a "
                                f"CUDA build of torch; received torch {torch.__version__} (CPU only)")
         nvcc_flags = ["-O3", "-std=c++20", "--use_fast_math", "-Xptxas=-v", "-lineinfo"]
-        cu_sources = sorted(glob.glob(os.path.join("csrc", "cuda", "*.cu")))
+        cu_sources = sorted(glob.glob(os.path.join("csrc", "*", "*.cu")))
         extension = cpp_extension.CUDAExtension(
             "fastdstn._C", cpp_sources + cu_sources,
             define_macros=[("FASTDSTN_WITH_CUDA", "1")],
@@ -93,8 +94,7 @@ else:
 
 setup(
     version=version,
-    packages=find_packages(include=["fastdstn", "fastdstn.*"]) + ["fastdstn.kernels"],
-    package_dir={"fastdstn.kernels": "kernels"},
+    packages=find_packages(include=["fastdstn", "fastdstn.*"]),
     package_data={"fastdstn": ["_build_info.json", "presets/*.toml"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -10,7 +10,7 @@ Times are the minimum (isa, gemm) or median (malloc, stacking) of repeated calls
 because the instruction set, the allocator and the GEMM kernel's mode are fixed once per process (gemm times the
 same op calls with FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits
 give to ATen). These produced the
-numbers quoted in csrc/epilogue_cpu.cpp, csrc/small_gemm_cpu.cpp, csrc/stn_dense.cpp,
+numbers quoted in csrc/common/isa.h, csrc/dense/small_gemm_cpu.cpp, csrc/dense/dense_ops.cpp,
 fastdstn/train/allocator.py and benchmarks/history/ops_cpp.md.
 """
 from __future__ import annotations

@@ -25,6 +25,7 @@ import torch
 
 from fastdstn.ops import cpp
 from fastdstn.ops import reference as ref
+from fastdstn.ops.dispatch import implementation
 from fastdstn.train.allocator import keep_freed_memory
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -48,7 +49,7 @@ def linear_case(B, n_in, n_out):
     a = cases.linear_inputs(B, n_in, n_out)
     leaves = [a[k] for k in ("xt", "Wr", "br", "V")]
     floor_forward, floor_backward = cases.linear_dual_case((B, n_in, n_out), [])["floor"]
-    return {"cpp": _response_step(cpp.stn_linear_dual, a, leaves),
+    return {"cpp": _response_step(implementation("cpp", "stn_linear_dual"), a, leaves),
             "reference": _response_step(ref.stn_linear_dual, a, leaves),
             "mm-floor": lambda: floor_backward(floor_forward())}
 
@@ -57,7 +58,7 @@ def conv_case(B, c_in, c_out, hw, k, pad, has_xt):
     a = cases.conv_inputs(B, c_in, c_out, hw, k, has_xt)
     leaves = [a[n] for n in ("xt", "Wr", "br", "V") if a[n] is not None]
     geometry = ((1, 1), (pad, pad), (1, 1), 1)
-    return {"cpp": _response_step(cpp.stn_conv2d_dual, a, leaves, *geometry),
+    return {"cpp": _response_step(implementation("cpp", "stn_conv2d_dual"), a, leaves, *geometry),
             "reference": _response_step(ref.stn_conv2d_dual, a, leaves, *geometry)}
 
 

@@ -26,7 +26,7 @@ from torch import nn
 from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers, ops
 from fastdstn.models import LSTMLanguageModel, SimpleCNN, mlp, simple_cnn
 from fastdstn.models.base import dropout as dropout_hyper
-from fastdstn.ops import backends
+from fastdstn.ops import dispatch as backends
 
 Tensor = torch.Tensor
 Provider = Tuple[Callable[[], object], Callable[[object], None]]

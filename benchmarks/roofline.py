@@ -1,9 +1,9 @@
 """Write benchmarks/ROOFLINE.md: the case for the fused Triton kernels, on paper, from the shapes.
 
-For each kernel of fastdstn.kernels and each benchmark shape this counts
+For each Triton kernel of fastdstn.ops and each benchmark shape this counts
   * FLOPs (2 per multiply-add; the GEMMs dominate),
   * the fewest bytes the op must move: each input read once, each output written once,
-  * the bytes our kernels move (the fused design of kernels/, intermediates such as g = s⊙∂ẏ included),
+  * the bytes our kernels move (the fused design of the Triton kernels, intermediates such as g = s⊙∂ẏ included),
   * the bytes the unfused reference sequence moves (fastdstn.ops.reference and its autograd backward, one
     launch per PyTorch op, each reading its operands and writing its result once: a lower bound for it),
 and turns them into floor times on an H100 SXM: max(FLOPs / 989 TFLOP/s dense bf16, bytes / 3.35 TB/s).
@@ -336,9 +336,9 @@ def render() -> str:
         "per layer (H only enters the thin ε·Vᵀ terms). Floor = max(FLOPs / peak, bytes / bandwidth).",
         "",
         "* **min bytes**: every input of the op read once and every output written once (for the forward in "
-        "training: y, ẏ and u = x·W_rᵀ, which the backward's ∂V needs; see kernels/linear.py for why u is "
+        "training: y, ẏ and u = x·W_rᵀ, which the backward's ∂V needs; see fastdstn/ops/dense/triton.py for why u is "
         "saved rather than recomputed).",
-        "* **ours**: bytes the launches in `kernels/` move, intermediates included (g = s⊙∂ẏ in the backward "
+        "* **ours**: bytes the launches of the Triton kernels (`fastdstn/ops/*/triton*.py`) move, intermediates included (g = s⊙∂ẏ in the backward "
         "is written once and read once), assuming each tile of an operand comes from HBM once.",
         "* **reference**: the unfused sequence of `fastdstn.ops.reference` and its autograd backward, one "
         "launch per PyTorch op, each reading its operands and writing its result once: a lower bound on what "
@@ -366,7 +366,7 @@ def render() -> str:
         f"Ridge point: {ridge:.0f} FLOP/byte. Below it an op is memory-bound and fusion's byte savings are its "
         "time savings; above it the GEMMs bound it and fusion saves launches and the elementwise passes.",
         "",
-        "The convolution backward's two convolution gradients run ATen/cuDNN in kernels/conv.py (not a Triton "
+        "The convolution backward's two convolution gradients run ATen/cuDNN in fastdstn/ops/dense/triton_conv.py (not a Triton "
         "kernel); they are counted at their ideal bytes in both columns, so the conv backward rows show only "
         "what the planes kernel saves. Floors ignore per-launch overhead, which grows with the reference's "
         "launch count (its column) and matters most at the small shapes.",

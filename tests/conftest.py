@@ -1,5 +1,5 @@
 """Suite-wide settings. TRITON_INTERPRET must be set before any @triton.jit decorator runs, so it is
-set here, before a test module imports fastdstn.kernels, whenever no GPU is visible."""
+set here, before a test module imports a Triton kernel, whenever no GPU is visible."""
 import os
 
 import pytest

@@ -29,7 +29,7 @@ def test_float32_accuracy_checks_pass_on_mkls_generic_path():
     if _product_bits(generic) == _product_bits(dict(os.environ)):
         pytest.skip("MKL_CBWR=COMPATIBLE takes the same code path as the default on this machine")
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ops/test_small_gemm.py",
-         "tests/ops/test_cpp_ops.py", "-k", "float32 or dense_mm or linear_products"],
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/ops/machine/test_small_gemm.py",
+         "tests/ops/test_dense.py", "tests/ops/test_lstm_cell.py", "-k", "float32 or dense_mm or linear_products"],
         cwd=ROOT, env=generic, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]

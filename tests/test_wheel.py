@@ -145,9 +145,9 @@ def test_sdist_has_everything_the_build_needs(built, source_files):
     assert built["sdist"].name == f"fastdstn-{VERSION}.tar.gz"
     with tarfile.open(built["sdist"]) as sdist:
         names = {name.split("/", 1)[1] for name in sdist.getnames() if "/" in name}
-    needed = {name for name in source_files if name.startswith(("csrc/", "kernels/", "fastdstn/"))}
+    needed = {name for name in source_files if name.startswith(("csrc/", "fastdstn/"))}
     needed |= {"setup.py", "pyproject.toml", "MANIFEST.in", "README.md", "docs/WHEELS.md", "PKG-INFO"}
-    assert {"csrc/stn_ops.h", "csrc/cuda/stn_kernels.cu", "kernels/linear.py",
+    assert {"csrc/dense/dense_ops.h", "csrc/dense/dense_cuda.cu", "fastdstn/ops/dense/triton.py",
             "fastdstn/presets/fmnist-quick.toml"} <= needed
     assert needed - names == set(), "missing from the sdist"
     assert not [n for n in names if n.endswith(".so") or n.startswith(("tests/", "build/"))
@@ -163,7 +163,7 @@ def test_wheel_holds_the_compiled_ops_and_the_build_record(built):
         names = archive.namelist()
         record = json.loads(archive.read("fastdstn/_build_info.json"))
     assert [n for n in names if n.startswith("fastdstn/_C.") and n.endswith(".so")]
-    assert "fastdstn/kernels/linear.py" in names and "fastdstn/presets/fmnist-quick.toml" in names
+    assert "fastdstn/ops/dense/triton.py" in names and "fastdstn/presets/fmnist-quick.toml" in names
     assert record["version"] == VERSION and record["compiled"] is True
     assert record["torch"] == torch.__version__ and record["cuda"] is None
 

@@ -9,7 +9,7 @@ import torch
 Tensor = torch.Tensor
 
 
-def _describe(t: Tensor) -> str:
+def describe(t: Tensor) -> str:
     return f"shape {tuple(t.shape)}, dtype {t.dtype}, device {t.device}"
 
 
@@ -17,16 +17,16 @@ def require_tensor(name: str, value, ndim: Optional[int] = None, floating: bool 
     if not isinstance(value, torch.Tensor):
         raise TypeError(f"{name}: expected a torch.Tensor, received {type(value).__name__}")
     if floating and not value.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point tensor, received {_describe(value)}")
+        raise TypeError(f"{name}: expected a floating-point tensor, received {describe(value)}")
     if ndim is not None and value.dim() != ndim:
-        raise ValueError(f"{name}: expected a {ndim}-d tensor, received {_describe(value)}")
+        raise ValueError(f"{name}: expected a {ndim}-d tensor, received {describe(value)}")
     return value
 
 
 def require_shape(name: str, value: Tensor, expected: Sequence[int], meaning: str = "") -> None:
     if tuple(value.shape) != tuple(expected):
         extra = f" ({meaning})" if meaning else ""
-        raise ValueError(f"{name}: expected shape {tuple(expected)}{extra}, received {_describe(value)}")
+        raise ValueError(f"{name}: expected shape {tuple(expected)}{extra}, received {describe(value)}")
 
 
 def require_same_kind(reference_name: str, reference: Tensor, **others: Optional[Tensor]) -> None:
@@ -36,10 +36,10 @@ def require_same_kind(reference_name: str, reference: Tensor, **others: Optional
             continue
         if value.dtype != reference.dtype:
             raise TypeError(f"{name}: expected dtype {reference.dtype} (the dtype of {reference_name}), "
-                            f"received {_describe(value)}")
+                            f"received {describe(value)}")
         if value.device != reference.device:
             raise ValueError(f"{name}: expected device {reference.device} (the device of {reference_name}), "
-                             f"received {_describe(value)}")
+                             f"received {describe(value)}")
 
 
 def check_hyper_projection(V: Tensor, h_name: str, h: Tensor, out: int, has_bias: bool) -> None:
@@ -47,40 +47,11 @@ def check_hyper_projection(V: Tensor, h_name: str, h: Tensor, out: int, has_bias
     require_tensor("V", V, ndim=2)
     if V.shape[0] != rows:
         layout = "[s | t] rows: 2*out, since br is given" if has_bias else "s rows: out, since br is None"
-        raise ValueError(f"V: expected {rows} rows ({layout}), received {_describe(V)}")
+        raise ValueError(f"V: expected {rows} rows ({layout}), received {describe(V)}")
     require_tensor(h_name, h, ndim=2)
     if h.shape[1] != V.shape[1]:
         raise ValueError(f"{h_name}: expected {V.shape[1]} hyperparameter columns (V has {V.shape[1]}), "
-                         f"received {_describe(h)}")
-
-
-def check_dense(x: Tensor, xt: Optional[Tensor], h_name: str, h: Tensor, Wg: Tensor, bg: Optional[Tensor],
-                Wr: Tensor, br: Optional[Tensor], V: Tensor, spatial: bool) -> None:
-    """Checks the arguments of stn_linear(_dual) (spatial=False) and stn_conv2d(_dual) (spatial=True)."""
-    require_tensor("x", x, ndim=4 if spatial else 2)
-    require_tensor("Wg", Wg, ndim=4 if spatial else 2)
-    require_tensor("Wr", Wr)
-    require_shape("Wr", Wr, Wg.shape, "the shape of Wg")
-    out = Wg.shape[0]
-    if not spatial and x.shape[1] != Wg.shape[1]:
-        raise ValueError(f"x: expected {Wg.shape[1]} input features (Wg is {tuple(Wg.shape)}), received {_describe(x)}")
-    if xt is not None:
-        require_tensor("xt", xt)
-        require_shape("xt", xt, x.shape, "the shape of x")
-    for name, b in (("bg", bg), ("br", br)):
-        if b is not None:
-            require_tensor(name, b, ndim=1)
-            require_shape(name, b, (out,), "one entry per output unit")
-    check_hyper_projection(V, h_name, h, out, br is not None)
-    if h.shape[0] != x.shape[0]:
-        raise ValueError(f"{h_name}: expected {x.shape[0]} rows (one per example of x), received {_describe(h)}")
-    require_same_kind("x", x, xt=xt, **{h_name: h}, Wg=Wg, bg=bg, Wr=Wr, br=br, V=V)
-
-
-def check_conv_geometry(x: Tensor, Wg: Tensor, groups: int) -> None:
-    if x.shape[1] != Wg.shape[1] * groups:
-        raise ValueError(f"x: expected {Wg.shape[1] * groups} input channels (Wg is {tuple(Wg.shape)}, "
-                         f"groups={groups}), received {_describe(x)}")
+                         f"received {describe(h)}")
 
 
 def check_rate(rate: Tensor, batch: int, name: str = "rate") -> None:

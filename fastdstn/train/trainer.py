@@ -654,7 +654,7 @@ class Trainer:
 
     def op_backend(self) -> str:
         """Which fastdstn.ops implementation the STN layers run on this device (reference, cpp, triton)."""
-        from ..ops.backends import choose
+        from ..ops.dispatch import choose
 
         return choose("stn_linear", self.device.type)[0]
 

@@ -28,7 +28,7 @@ import torch
 Tensor = torch.Tensor
 
 # Query rows per block. Forward + tangent backward at T = 4096, batch 1, 2 heads, d = 64, 1 thread
-# (`python benchmarks/bench_attention.py --threads 1 --block-sweep --rounds 7`, benchmarks/RESULTS_attention.md):
+# (`python benchmarks/bench_attention.py --threads 1 --block-sweep --rounds 7`, benchmarks/history/attention.md):
 # 3260 / 2910 / 2701 / 2612 / 2598 ms with 32 / 64 / 128 / 256 / 512 rows, peak 24 / 26 / 34 / 50 / 82 MB.
 # Thin blocks make thin, slow products; 128 rows are within 4% of the fastest at 40% of its memory.
 BLOCK_ROWS = 128

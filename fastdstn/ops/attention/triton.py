@@ -1,9 +1,9 @@
 """Flash-style Triton kernels for `fastdstn.ops.attention`: the dual forward (O and Ȯ in one pass) and the
 attention backward, registered with torch.library as
 
-    fastdstn::attention_dual(q, k, v, qt?, kt?, vt?, mask?, is_causal, scale, rate?, seed) -> (O, Ȯ, lse)
-    fastdstn::attention(q, k, v, mask?, is_causal, scale, rate?, seed)                     -> (O, lse)
-    fastdstn::attention_backward(q, k, v, o, lse, grad, mask?, is_causal, scale, rate?, seed, needs)
+    fastdstn::attention_dual_triton(q, k, v, qt?, kt?, vt?, mask?, is_causal, scale, rate?, seed) -> (O, Ȯ, lse)
+    fastdstn::attention_triton(q, k, v, mask?, is_causal, scale, rate?, seed)              -> (O, lse)
+    fastdstn::attention_backward_triton(q, k, v, o, lse, grad, mask?, is_causal, scale, rate?, seed, needs)
                                                                                            -> (dq, dk, dv)
 
 (the C++ library defines the `fastdstn` namespace but no attention op; these are a Python fragment of it).
@@ -40,14 +40,14 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from fastdstn.kernels import _config
+from .. import triton_config
 
 Tensor = torch.Tensor
 
 DEVICE_TYPES = ("cuda",)
 
 # (BLOCK_M, BLOCK_N, num_warps, num_stages) per kernel; BLOCK_M tiles the queries, BLOCK_N the keys.
-# Chosen from the register report of `python -m fastdstn.kernels.compile_check --arch 90 --dtype bf16
+# Chosen from the register report of `python -m fastdstn.ops.compile_check --arch 90 --dtype bf16
 # --all-configs --only attention` (sm_90 cubins built here without a GPU) over the causal, masked and dropout
 # variants. Head size 64: none spills, except fwd 64x64 w4 (40-152 bytes of stack with a mask or dropout),
 # kept for the plain case. Head size 128 (the forward keeps two output accumulators and the q, q̇ tiles:
@@ -69,9 +69,9 @@ PINNED_INTERPRETER = (16, 16, 4, 1)
 def _configs(kind: str) -> List[Tuple[int, int, int, int]]:
     """The (BLOCK_M, BLOCK_N, num_warps, num_stages) the autotuner of a kernel ("fwd", "dkdv", "dq") tries:
     one when pinned (interpreter, FASTDSTN_TRITON_PIN=1)."""
-    if _config.interpreting():
+    if triton_config.interpreting():
         return [PINNED_INTERPRETER]
-    if _config.pinned():
+    if triton_config.pinned():
         return [PINNED_GPU[kind]]
     return CONFIGS[kind]
 
@@ -379,7 +379,7 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional
     B, H, TQ, D = q4.shape
     TK, DV = k4.shape[2], v4.shape[3]
     lse = torch.empty((B * H, TQ), device=q.device, dtype=_stat_dtype(q.dtype))
-    if o.numel() == 0 or _config.skip_launch(q):
+    if o.numel() == 0 or triton_config.skip_launch(q):
         return o, ot, lse
     qt4, kt4, vt4 = (None if t is None else _as_4d(t) for t in (qt, kt, vt))
     m4 = _mask_4d(mask, q, TK)
@@ -391,8 +391,8 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional
         *((0, 0, 0, 0) if m4 is None else m4.stride()),
         H, TQ, TK, D, DV, scale, seed,
         HAS_QT=qt is not None, HAS_KT=kt is not None, HAS_VT=vt is not None, HAS_MASK=m4 is not None,
-        CAUSAL=is_causal, DROPOUT=rate is not None, PRECISION=_config.input_precision(q.dtype),
-        ACC=_config.acc_dtype(q.dtype), BLOCK_D=_block(D), BLOCK_DV=_block(DV))
+        CAUSAL=is_causal, DROPOUT=rate is not None, PRECISION=triton_config.input_precision(q.dtype),
+        ACC=triton_config.acc_dtype(q.dtype), BLOCK_D=_block(D), BLOCK_DV=_block(DV))
     return o, ot, lse
 
 
@@ -405,7 +405,7 @@ def _backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, grad: Ten
     dq = torch.empty_like(q, memory_format=torch.contiguous_format) if need_q else q.new_empty((0,))
     dk = torch.empty_like(k, memory_format=torch.contiguous_format) if need_k else k.new_empty((0,))
     dv = torch.empty_like(v, memory_format=torch.contiguous_format) if need_v else v.new_empty((0,))
-    if not (need_q or need_k or need_v) or _config.skip_launch(q):
+    if not (need_q or need_k or need_v) or triton_config.skip_launch(q):
         return [dq, dk, dv]
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
     B, H, TQ, D = q4.shape
@@ -416,7 +416,7 @@ def _backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, grad: Ten
     delta = (grad.to(lse.dtype) * o.to(lse.dtype)).sum(-1).reshape(B * H, TQ)
     m4 = _mask_4d(mask, q, TK)
     common = dict(HAS_MASK=m4 is not None, CAUSAL=is_causal, DROPOUT=rate is not None,
-                  PRECISION=_config.input_precision(q.dtype), ACC=_config.acc_dtype(q.dtype),
+                  PRECISION=triton_config.input_precision(q.dtype), ACC=triton_config.acc_dtype(q.dtype),
                   BLOCK_D=_block(D), BLOCK_DV=_block(DV))
     operands = (q4, k4, v4, grad, lse, delta, q4 if m4 is None else m4, q4 if rate is None else rate)
     strides = (*_strides(q4), *_strides(k4), *_strides(v4), *((0, 0, 0, 0) if m4 is None else m4.stride()),
@@ -435,14 +435,14 @@ def _backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, grad: Ten
 # Registered ops and their autograd
 # ----------------------------------------------------------------------------------------------------
 
-@triton_op("fastdstn::attention_backward", mutates_args=())
+@triton_op("fastdstn::attention_backward_triton", mutates_args=())
 def _attention_backward_op(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, grad: Tensor,
                            mask: Optional[Tensor], is_causal: bool, scale: float, rate: Optional[Tensor],
                            seed: int, needs: List[bool]) -> List[Tensor]:
     return _backward(q, k, v, o, lse, grad, mask, is_causal, scale, rate, seed, needs)
 
 
-@triton_op("fastdstn::attention_dual", mutates_args=())
+@triton_op("fastdstn::attention_dual_triton", mutates_args=())
 def _attention_dual_op(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional[Tensor],
                        vt: Optional[Tensor], mask: Optional[Tensor], is_causal: bool, scale: float,
                        rate: Optional[Tensor], seed: int) -> Tuple[Tensor, Tensor, Tensor]:
@@ -451,7 +451,7 @@ def _attention_dual_op(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt
     return o, (torch.zeros_like(o) if ot is None else ot), lse
 
 
-@triton_op("fastdstn::attention", mutates_args=())
+@triton_op("fastdstn::attention_triton", mutates_args=())
 def _attention_op(q: Tensor, k: Tensor, v: Tensor, mask: Optional[Tensor], is_causal: bool, scale: float,
                   rate: Optional[Tensor], seed: int) -> Tuple[Tensor, Tensor]:
     """(O, lse)."""
@@ -483,7 +483,7 @@ def _dual_backward(ctx, grad_o, grad_ot, grad_lse):
     needs = [bool(n[3]) and ctx.has[0], bool(n[4]) and ctx.has[1], bool(n[5]) and ctx.has[2]]
     if grad_ot is None or not any(needs):
         return (None,) * 11
-    dqt, dkt, dvt = torch.ops.fastdstn.attention_backward(q, k, v, o, lse, grad_ot, mask, is_causal, scale, rate,
+    dqt, dkt, dvt = torch.ops.fastdstn.attention_backward_triton(q, k, v, o, lse, grad_ot, mask, is_causal, scale, rate,
                                                           seed, needs)
     return (None, None, None, *(g if need else None for g, need in zip((dqt, dkt, dvt), needs)),
             None, None, None, None, None)
@@ -504,7 +504,7 @@ def _attention_backward(ctx, grad_o, grad_lse):
     needs = [bool(n[0]), bool(n[1]), bool(n[2])]
     if grad_o is None or not any(needs):
         return (None,) * 8
-    grads = torch.ops.fastdstn.attention_backward(q, k, v, o, lse, grad_o, mask, is_causal, scale, rate, seed, needs)
+    grads = torch.ops.fastdstn.attention_backward_triton(q, k, v, o, lse, grad_o, mask, is_causal, scale, rate, seed, needs)
     return (*(g if need else None for g, need in zip(grads, needs)), None, None, None, None, None)
 
 
@@ -529,8 +529,8 @@ def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Op
                    scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None,
                    seed: int = 0) -> Tuple[Tensor, Tensor]:
     """(O, Ȯ) in one flash-style pass; see the module docstring."""
-    _config.check_device(q, k, v, qt, kt, vt, attn_mask, dropout_rate)
-    o, ot, _ = torch.ops.fastdstn.attention_dual(q, k, v, qt, kt, vt, attn_mask, is_causal, _scale(q, scale),
+    triton_config.check_device(q, k, v, qt, kt, vt, attn_mask, dropout_rate)
+    o, ot, _ = torch.ops.fastdstn.attention_dual_triton(q, k, v, qt, kt, vt, attn_mask, is_causal, _scale(q, scale),
                                                  _rate(dropout_rate), seed)
     return o, ot
 
@@ -538,14 +538,14 @@ def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Op
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
               scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None, seed: int = 0) -> Tensor:
     """O with per-example attention-weight dropout, flash-style forward and backward."""
-    _config.check_device(q, k, v, attn_mask, dropout_rate)
-    return torch.ops.fastdstn.attention(q, k, v, attn_mask, is_causal, _scale(q, scale), _rate(dropout_rate),
+    triton_config.check_device(q, k, v, attn_mask, dropout_rate)
+    return torch.ops.fastdstn.attention_triton(q, k, v, attn_mask, is_causal, _scale(q, scale), _rate(dropout_rate),
                                         seed)[0]
 
 
 def compile_variants(dtype: str, all_configs: bool):
     """(label, kernel, constexprs, pointer dtypes, launch options) of each attention kernel variant for
-    `python -m fastdstn.kernels.compile_check`: head size 64 and 128; causal without mask or dropout, with an
+    `python -m fastdstn.ops.compile_check`: head size 64 and 128; causal without mask or dropout, with an
     additive mask, and with dropout; every tangent (forward) and gradient (backward) present."""
     precision = "tf32" if dtype == "fp32" else "ieee"
     pointers = {"*": dtype, "mask_ptr": "fp32", "rate_ptr": "fp32", "lse_ptr": "fp32", "delta_ptr": "fp32"}
