@@ -147,3 +147,65 @@ LSTM_TERMS = 32
 def scale_of(values):
     """max(max|v|, 1) of each tensor (None stays None): the magnitude of a pointwise op's results."""
     return [None if v is None else max(v.detach().abs().max().item() if v.numel() else 0.0, 1.0) for v in values]
+
+
+# ----------------------------------------------------------------------------- attention
+def attention_terms(q, k, v) -> int:
+    """n for softmax attention and its tangent/backward: every reduction length along the longest chains (QKᵀ and
+    Q̇Kᵀ + QK̇ᵀ over d, twice; the row sums and P·V over the keys, three times; ∂S·K and ∂Sᵀ·Q over keys and
+    queries; G·Vᵀ over dv) plus 8 elementwise roundings (mask add, max subtraction, exp, division, the tangent's
+    differences)."""
+    return 2 * q.shape[-1] + v.shape[-1] + q.shape[-2] + 3 * k.shape[-2] + 8
+
+
+def attention_magnitudes(q, k, v, tangents, cotangent, attn_mask=None, is_causal=False, scale=None,
+                         dropout_rate=None, seed=0):
+    """Magnitudes of attention's results for `assert_within_bound`, in float64: [O, Ȯ, ∂q-side, ∂k-side, ∂v-side].
+
+    Softmax attention is not a sum of products, so the bound is derived. Row i's scores are sums of products of
+    magnitude A_ij = s·(|Q||K|ᵀ)_ij + |M_ij|, computed with an error of at most γ_n·A_ij; softmax turns an error
+    dS into dP = P ⊙ (dS − Σ_j P dS), a relative error of at most 2γ_n·κ_i with κ_i = max_j A_ij over the keys row i
+    attends. So every term that carries P gets the factor (1 + 2κ_i) (P' = P scaled by row), and the terms
+    themselves are sums of products whose magnitudes are their absolute values, as in `magnitude`
+    (D: the scaled dropout keep mask, the kernel's own; G: the cotangent of the output whose gradients are taken):
+        O:       (P'⊙D)·|V|
+        Ȯ:       (P'⊙D)·|V̇| + (P'⊙(Ṡm + rm)⊙D)·|V|,   Ṡm = s·(|Q̇||K|ᵀ + |Q||K̇|ᵀ), rm_i = Σ_j P'_ij Ṡm_ij
+        ∂ of an output (P⊙D)·X' (the primal O for attention's ∂q, ∂k, ∂v; Ȯ's coefficients are the same, so
+        attention_dual's ∂q̇, ∂k̇, ∂v̇ follow the same formulas with X' = V):
+                 ∂V-side: (P'⊙D)ᵀ·|G|,   ∂Sm = P'⊙((|G||V|ᵀ)⊙D + δm), δm_i = Σ_j (P'⊙D⊙|G||V|ᵀ)_ij,
+                 ∂Q-side: s·∂Sm·|K|,     ∂K-side: s·∂Smᵀ·|Q|
+    A missing tangent counts as zero."""
+    from fastdstn.ops.attention import reference
+
+    q, k, v = (t.detach().double() for t in (q, k, v))
+    mask = None if attn_mask is None or attn_mask.dtype == torch.bool else attn_mask.detach().double()
+    problem = reference._Problem(q, k, v, attn_mask if mask is None else mask, is_causal, scale, dropout_rate, seed)
+    rows = slice(0, q.shape[-2])
+    scores = problem.scores(problem.q, rows)
+    p = problem.softmax(scores, rows)
+    keep = problem.keep(rows)
+    stop = scores.shape[-1]
+    kk, vv = k[..., :stop, :], v[..., :stop, :]
+    size = (q.abs() @ kk.abs().transpose(-1, -2)) * problem.scale
+    if problem.mask is not None:
+        mask_rows = problem.mask if problem.mask.shape[-2] == 1 else problem.mask[..., rows, :]
+        size = size + mask_rows[..., :stop].abs()
+    kappa = torch.where(torch.isfinite(scores), size, torch.zeros_like(size)).amax(-1, keepdim=True)
+    pp = p * (1 + 2 * kappa)
+    pd = pp if keep is None else pp * keep
+    qt, kt, vt = (None if t is None else t.detach().double() for t in tangents)
+    zero = torch.zeros_like
+    s_t = problem.scale * ((zero(q) if qt is None else qt.abs()) @ kk.abs().transpose(-1, -2)
+                           + q.abs() @ (zero(kk) if kt is None else kt[..., :stop, :].abs()).transpose(-1, -2))
+    r_t = (pp * s_t).sum(-1, keepdim=True)
+    out = pd @ vv.abs()
+    out_t = (0 if vt is None else pd @ vt[..., :stop, :].abs()) + (pd * (s_t + r_t)) @ vv.abs()
+    g = cotangent.detach().double().abs()
+    gv = g @ vv.abs().transpose(-1, -2)
+    weighted = pd * gv
+    ds = pp * ((gv if keep is None else gv * keep) + weighted.sum(-1, keepdim=True))
+    pad = k.shape[-2] - stop                # causal rows past the last query attend no key beyond it
+    grad_v = torch.nn.functional.pad(pd.transpose(-1, -2) @ g, (0, 0, 0, pad))
+    grad_k = torch.nn.functional.pad(problem.scale * ds.transpose(-1, -2) @ q.abs(), (0, 0, 0, pad))
+    grad_q = problem.scale * ds @ kk.abs()
+    return [out, out_t, grad_q, grad_k, grad_v]
