@@ -69,6 +69,15 @@ def randomize_hyper_proj(model: nn.Module) -> None:
                 p.normal_(0, 0.5)
 
 
+def mlp_problem():
+    """(space, model, x, y) of the step tests: the float64 MLP with a random V, a (16, 12) batch of 4 classes."""
+    torch.manual_seed(0)
+    space = small_space()
+    model = MLP(len(space)).double()
+    randomize_hyper_proj(model)
+    return space, model, torch.randn(16, 12, dtype=torch.float64), torch.randint(0, 4, (16,))
+
+
 def model_and_inputs(kind: str, H: int, batch: int = 5):
     torch.manual_seed(1)
     if kind == "mlp":

@@ -228,10 +228,9 @@ class SelfTuning:
         DistributedDataParallel (device_ids=[local GPU] on CUDA).
         strategy "fsdp": FSDP2's `fully_shard` on the model as one unit (around ŷ, as DDP: FSDP2 reduces the
         gradients after a backward that starts from the unit's output, and in the response sub-step only ŷ's
-        tangent half has a graph): at rest each rank keeps 1/world of every
-        parameter, gradient and optimizer state (rows, dim 0); a training or hyper step gathers the weights for its
-        forward and keeps them to its backward (reshard_after_forward=False: the L2 penalty reads W_g, W_r and V
-        after the forward). Not per block: FSDP2 hooks each unit's inputs with an autograd Function that has no
+        tangent half has a graph): at rest each rank keeps 1/world of every parameter, gradient and optimizer
+        state (rows, dim 0); a training or hyper step gathers the weights for its forward and keeps them to its
+        backward (reshard_after_forward=False: the L2 penalty reads W_g, W_r and V after the forward). Not per block: FSDP2 hooks each unit's inputs with an autograd Function that has no
         forward-mode rule, and inside the model those inputs carry Δ-STN's tangents (torch 2.14: "A custom
         Function's forward is returning a view ... but the jvp is not returning a view"). Build the optimizers after
         distribute: they must hold the sharded parameters. options go to fully_shard.

@@ -11,7 +11,7 @@ from fastdstn.hyper.space import RHO_MAX, RHO_MIN, SIGMA_MAX, SIGMA_MIN
 from fastdstn.method import NonFiniteUpdate
 from fastdstn.method.guard import all_finite
 from fastdstn.nn import general_parameters, response_parameters
-from stn_test_models import CNN, MLP, randomize_hyper_proj, small_space
+from stn_test_models import CNN, MLP, mlp_problem, small_space
 
 
 def state(method, opts):
@@ -34,13 +34,9 @@ def poison(parameter):
 
 @pytest.fixture
 def delta():
-    torch.manual_seed(0)
-    space = small_space()
-    model = MLP(len(space)).double()
-    randomize_hyper_proj(model)
+    space, model, x, y = mlp_problem()
     method = SelfTuning(model, space, "delta", loss_fn=F.cross_entropy, weight_decay="wd")
     opts = make_optimizers(model, space, "delta", lr=0.1)
-    x, y = torch.randn(16, 12, dtype=torch.float64), torch.randint(0, 4, (16,))
     method.train_step(x, y, opts)              # momentum and Adam states exist: they must not move either
     method.hyper_step(x, y, opts.hyper)
     return method, opts, x, y

@@ -5,7 +5,7 @@ import torch.nn.functional as F
 
 from fastdstn import SelfTuning, make_optimizers
 from fastdstn.nn import general_parameters, response_parameters
-from stn_test_models import MLP, randomize_hyper_proj, small_space
+from stn_test_models import MLP, mlp_problem, small_space
 
 
 def snapshot(params):
@@ -18,12 +18,7 @@ def changed(before, params):
 
 @pytest.fixture
 def setup():
-    torch.manual_seed(0)
-    space = small_space()
-    model = MLP(len(space)).double()
-    randomize_hyper_proj(model)
-    x, y = torch.randn(16, 12, dtype=torch.float64), torch.randint(0, 4, (16,))
-    return space, model, x, y
+    return mlp_problem()
 
 
 @pytest.mark.parametrize("mode", ["delta", "centered"])
