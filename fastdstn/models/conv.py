@@ -14,11 +14,12 @@ from .augment_hypers import image_augmentation
 
 class SimpleCNN(nn.Module):
     """conv 1→16 k5 p2, pool, conv 16→32 k5 p2, pool, fc 1568→1568, fc →10 (docs/METHOD.md §8), with input
-    dropout, a channel dropout after each conv block and dropout before the last layer."""
+    dropout, a channel dropout after each conv block and dropout before the last layer. The input dropout is a
+    channel dropout as in the authors' code (§8b): on a 1-channel image it keeps or drops the whole image."""
 
     def __init__(self, num_hypers: int, in_channels: int = 1, classes: int = 10) -> None:
         super().__init__()
-        self.drop_in = StnDropout("dropout_in")
+        self.drop_in = StnDropout2d("dropout_in")
         self.conv1 = StnConv2d(in_channels, 16, 5, num_hypers, padding=2)
         self.drop1 = StnDropout2d("dropout_conv1")
         self.conv2 = StnConv2d(16, 32, 5, num_hypers, padding=2)

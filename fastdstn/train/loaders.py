@@ -77,6 +77,10 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBun
     if cfg.root is not None and not cfg.download and not os.path.isdir(cfg.root):
         raise ConfigError(f"data.root: expected a directory holding the data files, received {cfg.root!r} (not a "
                           f"directory; set data.download=true to download into it)")
+    if cfg.name == "mnist" and cfg.root is None and not cfg.offline_subset:
+        raise ConfigError("data.root: this run needs the full MNIST (data.offline_subset=false): set data.root=DIR "
+                          "holding torchvision's MNIST files (with data.download=true to fetch them), or use the "
+                          "preset mnist-mlp-5k, the offline 5000-digit subset; received no root")
     bundle = _synthetic(cfg, seed, device) if cfg.name in SYNTHETIC else _load(cfg, seed, device)
     if cfg.train_size is not None:
         bundle.train = _subset_of(bundle.train, cfg.train_size, seed, "data.train_size")
@@ -88,7 +92,7 @@ def load_data(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBun
 
 def _load(cfg: DataConfig, seed: int, device: torch.device) -> fdata.DataBundle:
     options = dict(batch_size=cfg.batch_size, eval_batch_size=cfg.eval_batch_size, seed=seed, device=device,
-                   download=cfg.download, bptt=cfg.bptt)
+                   download=cfg.download, bptt=cfg.bptt, normalize=cfg.normalize)
     if cfg.valid_size is not None:
         options["valid_size"] = int(cfg.valid_size) if cfg.valid_size >= 1 else float(cfg.valid_size)
     if cfg.name in ("cifar10", "cifar-10"):

@@ -6,7 +6,7 @@ from fastdstn.config import ConfigError, from_dict
 
 from tiny_runs import tiny_values
 
-ALL_PRESETS = ["uci-linear", "mnist-mlp", "fmnist-cnn", "cifar10-alexnet", "cifar10-vgg16", "cifar10-resnet18",
+ALL_PRESETS = ["uci-linear", "mnist-mlp", "mnist-mlp-5k", "fmnist-cnn", "cifar10-alexnet", "cifar10-vgg16", "cifar10-resnet18",
                "ptb-lstm", "ptb-gpt", "fmnist-quick"]
 
 
@@ -22,6 +22,23 @@ def test_fmnist_quick_is_the_small_delta_stn_simple_cnn():
     config = cfg.load("fmnist-quick")
     assert (config.model.name, config.data.name, config.train.mode) == ("simple-cnn", "fashion-mnist", "delta")
     assert config.data.train_size <= 10000 and config.train.epochs <= 5
+
+
+@pytest.mark.parametrize("name", ["mnist-mlp", "mnist-mlp-5k", "fmnist-cnn"])
+def test_mnist_and_fmnist_presets_follow_the_authors_recipe(name):
+    """docs/METHOD.md §8b: SGD 0.01 momentum 0.9, RMSprop 1e-2 for λ/σ, constant lr, no early stopping, 5 warm-up
+    epochs, T_train/T_valid 5/1, τ 1e-3; Fashion-MNIST on raw pixels."""
+    train = cfg.load(name).train
+    assert (train.lr, train.momentum, train.response_lr) == (0.01, 0.9, None)
+    assert (train.hyper_optimizer, train.hyper_lr, train.tau) == ("rmsprop", 0.01, 1e-3)
+    assert (train.lr_schedule, train.early_stopping) == ("none", 0)
+    assert (train.warmup_epochs, train.train_steps, train.valid_steps) == (5, 5, 1)
+    assert cfg.load(name).data.normalize is (not name.startswith("fmnist"))
+
+
+def test_the_library_defaults_tune_at_the_authors_rate():
+    train = cfg.TrainConfig()
+    assert (train.hyper_optimizer, train.hyper_lr) == ("rmsprop", 0.01)
 
 
 def test_command_line_options_and_overrides_win():
@@ -87,3 +104,13 @@ def test_broken_files_are_reported(tmp_path):
     typo.write_text("train:\n  epoch: 3\n")
     with pytest.raises(ConfigError, match="did you mean train.'epochs'"):
         cfg.load(str(typo))
+
+
+def test_full_mnist_preset_refuses_the_offline_subset():
+    """mnist-mlp is the paper's 60000-digit experiment: without data.root it names the fix instead of training on
+    the 5000-digit subset."""
+    import torch
+    from fastdstn.train.loaders import load_data
+
+    with pytest.raises(ConfigError, match=r"^data\.root: .*mnist-mlp-5k"):
+        load_data(cfg.load("mnist-mlp").data, 0, torch.device("cpu"))
