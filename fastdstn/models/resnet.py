@@ -10,7 +10,7 @@ from .base import BuiltModel, dropout
 
 def resnet18(cifar_stem: bool = True) -> BuiltModel:
     """cifar_stem replaces the 7×7/2 stem and its max-pool by a 3×3/1 conv, the usual change for
-    32×32 images (otherwise layer4 sees 1×1 maps). BatchNorm stays a plain (general) layer. H = 16."""
+    32×32 images (otherwise layer4 sees 1×1 maps). BatchNorm stays a plain (general) layer. H = 15."""
     import torchvision  # 1.4 s to import: only when this model is built
 
     net = torchvision.models.resnet18(num_classes=10)

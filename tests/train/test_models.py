@@ -57,12 +57,13 @@ def test_mlp_and_linear_regression():
 
 # A Δ-STN round on these costs seconds on 2 cores (the optimizer steps over 7–15 M weights twice), so the
 # full round runs on AlexNet; VGG16 and ResNet18 (8×8 inputs: it pools adaptively) check predict only.
-@pytest.mark.parametrize("name, count, side, full", [("alexnet", 20, 32, True), ("vgg16", 28, 32, False),
-                                                     ("resnet18", 16, 8, False)])
+@pytest.mark.parametrize("name, count, side, full", [("alexnet", 18, 32, True), ("vgg16", 26, 32, False),
+                                                     ("resnet18", 15, 8, False)])
 def test_cifar_networks(name, count, side, full):
     built = models.build(name)
     assert len(built.hypers) == count
     assert {"hflip", "cutout_length", "brightness", "degrees", "hue"} <= set(built.augment)
+    assert built.augment["hflip"] == 0.5 and "hflip" not in {h.name for h in built.hypers}
     assert response_parameters(built.model)
     if full:
         method = one_round(built, torch.randn(2, 3, side, side), torch.randint(0, 10, (2,)))
@@ -70,6 +71,48 @@ def test_cifar_networks(name, count, side, full):
         method = fastdstn.SelfTuning(built.model, fastdstn.HyperSpace(built.hypers), "delta",
                                      loss_fn=loss_function(built.task))
     assert method.predict(torch.randn(2, 3, side, side)).shape == (2, 10)
+
+
+def test_cifar_augmentation_starts_where_the_authors_do():
+    starts = {h.name: (h.init, h.high, h.scale, h.per_example) for h in models.build("alexnet").hypers}
+    for name in ("brightness", "contrast", "saturation", "translate", "scale"):
+        assert starts[name][0] == 0.05
+    assert starts["hue"][:2] == (0.05, 0.5)
+    assert starts["degrees"][:2] == starts["shear"][:2] == (5.0, 45.0)
+    assert starts["dropout_in"][:2] == (0.05, 0.95)
+    assert all(scale == 1.0 and per_example for _, _, scale, per_example in starts.values())
+
+
+def test_alexnet_is_the_authors_network():
+    built = models.build("alexnet")
+    net = built.model
+    assert [h.name for h in built.hypers[:8]] == ["dropout_in", *(f"dropout_conv{i}" for i in range(1, 6)),
+                                                  "dropout_fc1", "dropout_fc2"]
+    convs = [m for m in net.modules() if isinstance(m, StnConv2d)]
+    assert [tuple(c.weight.shape) for c in convs] == [(64, 3, 3, 3), (192, 64, 3, 3), (384, 192, 3, 3),
+                                                      (256, 384, 3, 3), (256, 256, 3, 3)]
+    assert [c.stride for c in convs] == [(2, 2)] + [(1, 1)] * 4 and all(c.padding == (1, 1) for c in convs)
+    assert net.features(torch.randn(2, 3, 32, 32)).shape == (2, 256, 2, 2)
+    assert [tuple(m.weight.shape) for m in net.classifier if isinstance(m, StnLinear)] == \
+        [(4096, 1024), (4096, 4096), (10, 4096)]
+    # dropout sites: the input's channels, after each conv block (after its pool), after fc1 and fc2
+    kinds = [type(m).__name__ for m in (*net.features, *net.classifier)]
+    assert kinds == ["StnDropout2d", "StnConv2d", "ReLU", "MaxPool2d", "StnDropout2d",
+                     "StnConv2d", "ReLU", "MaxPool2d", "StnDropout2d", "StnConv2d", "ReLU", "StnDropout2d",
+                     "StnConv2d", "ReLU", "StnDropout2d", "StnConv2d", "ReLU", "MaxPool2d", "StnDropout2d",
+                     "StnLinear", "ReLU", "StnDropout", "StnLinear", "ReLU", "StnDropout", "StnLinear"]
+
+
+def test_vgg16_convs_start_he_normal_with_the_authors_biases():
+    torch.manual_seed(0)
+    convs = [m for m in models.build("vgg16").model.modules() if isinstance(m, StnConv2d)]
+    assert len(convs) == 13
+    for conv in convs:
+        std = (2 / (9 * conv.out_channels)) ** 0.5
+        for weight in (conv.weight, conv.response_weight):
+            assert weight.mean().abs() < 0.1 * std and abs(weight.std() / std - 1) < 0.05
+        assert torch.equal(conv.bias, torch.zeros_like(conv.bias))
+        assert torch.equal(conv.response_bias, torch.full_like(conv.response_bias, 1e-3))
 
 
 def test_vgg16_has_no_batchnorm_and_resnet18_is_torchvisions():
