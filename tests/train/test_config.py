@@ -41,6 +41,20 @@ def test_the_library_defaults_tune_at_the_authors_rate():
     assert (train.hyper_optimizer, train.hyper_lr) == ("rmsprop", 0.01)
 
 
+@pytest.mark.parametrize("name, model, tau", [("cifar10-alexnet", "alexnet", 1e-3), ("cifar10-vgg16", "vgg16", 1e-4)])
+def test_cifar_presets_follow_the_authors_recipe(name, model, tau):
+    config = cfg.load(name)
+    data, train = config.data, config.train
+    assert (config.model.name, data.name, data.valid_size, data.batch_size) == (model, "cifar10", 10000, 128)
+    assert (train.mode, train.epochs, train.warmup_epochs) == ("delta", 200, 5)
+    assert (train.train_steps, train.valid_steps) == (5, 1)
+    assert (train.lr, train.response_lr, train.momentum) == (0.03, None, 0.9)
+    assert (train.hyper_optimizer, train.hyper_lr, train.tau) == ("rmsprop", 0.01, tau)
+    assert (train.lr_schedule, train.lr_milestones, train.lr_gamma) == ("multistep", [60, 120, 180], 0.2)
+    assert train.early_stopping == 0 and not train.linearized_hyper
+    assert data.normalize   # the authors normalise CIFAR-10; cutout fills 0 there
+
+
 def test_command_line_options_and_overrides_win():
     config = cfg.load("fmnist-quick", ["train.lr=0.5", "hypers.dropout_in.init=0.2", "data.root='/x'"],
                       mode="centered", epochs=7, seed=None)
