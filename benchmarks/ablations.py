@@ -64,7 +64,7 @@ def main() -> None:
             summary = json.load(f)
         best, final = summary["best"], summary["final_hypers"]
         shown = ", ".join(f"{k}={v:.3g}" for k, v in final.items())
-        print(f"| {variant} | {' '.join(VARIANTS[variant]) or '–'} | {best['val_loss']:.4f} | {best['test_loss']:.4f} "
+        print(f"| {variant} | {' '.join(extra) or '–'} | {best['val_loss']:.4f} | {best['test_loss']:.4f} "
               f"| {best.get('epoch', '')} | {shown} |", flush=True)
 
 

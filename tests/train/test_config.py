@@ -48,7 +48,7 @@ def test_cifar_presets_follow_the_authors_recipe(name, model, tau):
     assert (config.model.name, data.name, data.valid_size, data.batch_size) == (model, "cifar10", 10000, 128)
     assert (train.mode, train.epochs, train.warmup_epochs) == ("delta", 200, 5)
     assert (train.train_steps, train.valid_steps) == (5, 1)
-    assert (train.lr, train.response_lr, train.momentum) == (0.03, None, 0.9)
+    assert (train.lr, train.response_lr, train.momentum) == (0.01, None, 0.9)
     assert (train.hyper_optimizer, train.hyper_lr, train.tau) == ("rmsprop", 0.01, tau)
     assert (train.lr_schedule, train.lr_milestones, train.lr_gamma) == ("multistep", [60, 120, 180], 0.2)
     assert train.early_stopping == 0 and not train.linearized_hyper
