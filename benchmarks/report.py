@@ -162,10 +162,11 @@ def time_to_quality_section(directory: str) -> List[str]:
            "random search, TPE and GP-BO (`fixed`-mode trials, median pruning), each given the Δ-STN run's "
            "wall-clock T times the budget column. Best validation loss and the test loss of that model; lower is "
            "better.", "",
-           "| preset | epochs | seed | method | budget | runs | wall s | best val | test of best | measured |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
+           "| preset | settings | epochs | seed | method | budget | runs | wall s | best val | test of best | measured |",
+           "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        out.append(f"| {r['preset']} | {r['epochs']} | {r['seed']} | {r['method']} | {r.get('budget_x') or 1}×T | "
+        out.append(f"| {r['preset']} | {r.get('settings') or '–'} | {r['epochs']} | {r['seed']} | {r['method']} | "
+                   f"{r.get('budget_x') or 1}×T | "
                    f"{r['runs']} | "
                    f"{float(r['wall_time_s']):.1f} | {float(r['best_val_loss']):.4f} | "
                    f"{float(r['best_test_loss']):.4f} | {r['timestamp']} |")

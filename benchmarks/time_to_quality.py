@@ -37,7 +37,7 @@ from fastdstn.train.trainer import Trainer  # noqa: E402
 from fastdstn.tune import tune  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-FIELDS = ["preset", "seed", "method", "budget_x", "epochs", "runs", "wall_time_s", "best_val_loss", "best_test_loss",
+FIELDS = ["preset", "settings", "seed", "method", "budget_x", "epochs", "runs", "wall_time_s", "best_val_loss", "best_test_loss",
           "synthetic_data", "cpu", "threads", "torch", "fastdstn", "timestamp"]
 
 
@@ -101,10 +101,10 @@ def run(preset: str, epochs: int, seed: int, methods, overrides, out: str) -> No
         print(f"seed {seed} {name} {k:g}x: {result['trials']} trials in {result['wall_time_s']:.1f}s", flush=True)
 
 
-def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HERE) -> None:
+def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HERE, overrides=()) -> None:
     """Rows for benchmarks/time_to_quality.csv and the plot, read back from the run directories."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
-    common = {"preset": preset, "epochs": epochs, "cpu": platform.processor() or platform.machine(),
+    common = {"preset": preset, "settings": " ".join(overrides), "epochs": epochs, "cpu": platform.processor() or platform.machine(),
               "threads": torch.get_num_threads(), "torch": torch.__version__, "fastdstn": fastdstn.__version__,
               "timestamp": stamp}
     rows, curves, budgets = [], {}, []
@@ -137,7 +137,9 @@ def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HE
     csv_path = os.path.join(results, "time_to_quality.csv")
     kept = read_rows(csv_path) if os.path.exists(csv_path) else []
     with open(csv_path, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=FIELDS, restval="1")     # rows from before budget_x were 1x
+        writer = csv.DictWriter(f, fieldnames=FIELDS)
+        for row in kept:
+            row.setdefault("budget_x", "1")     # rows from before budget_x were 1x
         writer.writeheader()
         writer.writerows(kept + rows)
 
@@ -179,7 +181,7 @@ def main() -> None:
     if not args.report_only:
         for seed in args.seeds:
             run(args.preset, args.epochs, seed, args.methods, args.set, args.out)
-    report(args.preset, args.epochs, args.seeds, args.methods, args.out, args.results)
+    report(args.preset, args.epochs, args.seeds, args.methods, args.out, args.results, args.set)
 
 
 if __name__ == "__main__":
