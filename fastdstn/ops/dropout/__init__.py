@@ -11,6 +11,7 @@ from typing import Optional, Sequence, Tuple
 import torch
 
 from .. import checks
+from ..autocast import cast
 from ..dispatch import resolve
 
 Tensor = torch.Tensor
@@ -20,6 +21,7 @@ __all__ = ["dropout_dual"]
 
 def dropout_dual(x: Tensor, xt: Optional[Tensor], rate: Tensor, seed: int, batch_dim: int = 0,
                  shared_dims: Sequence[int] = ()) -> Tuple[Tensor, Optional[Tensor]]:
+    x, xt = cast("dropout_dual", x, xt)  # under autocast the tangent takes x's dtype
     checks.require_tensor("x", x)
     if not -x.dim() <= batch_dim < x.dim():
         raise ValueError(f"batch_dim: expected a dimension of x (shape {tuple(x.shape)}), received {batch_dim}")
