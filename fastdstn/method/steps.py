@@ -301,15 +301,16 @@ class SelfTuning:
         return inputs if self.augment is None else self.augment(inputs, values)
 
     def _training_loss(self, outputs, targets: Tensor, values: Mapping[str, Tensor],
-                       h: Optional[Tensor]) -> Tensor:
+                       h: Optional[Tensor], general: bool = True) -> Tensor:
         """L_T: the data loss plus wd·(mean over examples of ‖W_g + diag(s_i)W_r‖²) when tuned, plus the
-        model's own penalty terms of this forward."""
+        model's own penalty terms of this forward; general=False (the response sub-step, W_g frozen) leaves out
+        wd·Σ‖W_g‖², a constant there (`weight_penalty`)."""
         loss = self.loss_fn(outputs, targets)
         extra = self.penalty() if self.penalty is not None else None
         if extra is not None:
             loss = loss + extra
         if self.weight_decay is not None:
-            loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h)
+            loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h, general)
         return loss
 
     def _apply(self, sub_step: str, loss: Tensor, optimizer: torch.optim.Optimizer,
@@ -369,7 +370,8 @@ class SelfTuning:
 
     def response_step(self, inputs: Inputs, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (b): L_T at λ + ε; only W_r, b_r, V receive gradients. Centered STN feeds h = ε
-        to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward)."""
+        to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward). The returned loss leaves
+        out wd·Σ‖W_g‖², a constant of this sub-step."""
         values = self._values(self.space.example_values(self.space.lam.detach() + eps))
         perturbed_inputs = self._inputs(inputs, values)
         saved = self._guard.snapshot(self.model)
@@ -379,7 +381,7 @@ class SelfTuning:
             else:
                 with feeding(eps, values=values):
                     outputs = self._network(perturbed_inputs)
-            loss = self._training_loss(outputs, targets, values, eps)
+            loss = self._training_loss(outputs, targets, values, eps, general=False)
             self._apply("response", loss, optimizer, saved)
         return loss.detach()
 
