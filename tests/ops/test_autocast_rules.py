@@ -102,6 +102,14 @@ def test_compiled_operator_called_directly_follows_the_rule():
     assert [o.dtype for o in outputs] == [torch.float32] * 4
 
 
+@needs_cpp
+def test_compiled_dense_operator_on_cpu_names_the_dtype_it_cannot_compute():
+    """Called directly under CPU bf16 autocast, the compiled dense operator receives bf16 (its rule), which its CPU
+    loops do not compute: one error naming it (the public function runs the reference instead)."""
+    with torch.autocast("cpu", torch.bfloat16), pytest.raises(RuntimeError, match="received BFloat16"):
+        torch.ops.fastdstn.stn_linear_dual(*_dense())
+
+
 @needs_triton
 def test_triton_linear_under_autocast_float16():
     """float32 arguments, float16 autocast: the kernel computes in float16, within the bound of the float64
