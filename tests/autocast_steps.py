@@ -3,9 +3,11 @@ tests/ops/machine/test_autocast_gpu.py on CUDA): two small models converted with
 (both sub-steps) and a hyper step run in float32 and under autocast, and the comparison of the two.
 
 The bound is tests/accuracy.py's rule in its typical-case form (as for the LSTM cell): a network is no sum of
-products, so each result's magnitude is its scale (|float32 loss| for a loss; for the parameters' updates the
+products, so each result's magnitude is its scale (|float32 loss| for a loss; for the model's updates the
 step's, max|float32 update| over every parameter, since a bias before BatchNorm has an update of exactly 0 in
-exact arithmetic made of terms that are not) and n
+exact arithmetic made of terms that are not; for the hyper step the gradients of λ and ρ, max|float32 gradient|,
+rather than their updates, which the hyper optimizer (Adam, RMSprop) normalizes to about lr·sign(gradient) in a
+first step) and n
 counts the half-precision roundings along the longest chain: the three STN layers of a model each round their
 two GEMM operands and their output in the forward, the dual forward's tangent again, and the backward's two
 GEMMs per layer their operands and outputs (3 · (3 + 3 + 2 · 3) = 36), plus 12 for the layers outside the STN
@@ -89,7 +91,8 @@ def converted(kind: str):
 
 def run_steps(kind: str, backend: str, autocast_dtype, device_type: str = "cpu"):
     """A Δ-STN train step and a hyper step (the same random draws on every call) under autocast_dtype (None:
-    float32): (losses, every parameter and λ/ρ after the steps, the dtypes each kind of STN layer put out)."""
+    float32): (losses, the model's parameters after the steps, the hyper step's gradients of λ and ρ, the dtypes
+    each kind of STN layer put out), as float32 CPU tensors."""
     space, model, x, y, loss = converted(kind)
     space, model, x, y = space.to(device_type), model.to(device_type), x.to(device_type), y.to(device_type)
     method = SelfTuning(model, space, "delta", loss_fn=loss, weight_decay="wd")
@@ -108,22 +111,22 @@ def run_steps(kind: str, backend: str, autocast_dtype, device_type: str = "cpu")
         warnings.simplefilter("ignore", RuntimeWarning)  # "cpp" asked for, half precision on CPU: the reference
         losses = method.train_step(x, y, opts)
         losses.update(method.hyper_step(x, y, opts.hyper))
-    return {k: v.detach().float().cpu() for k, v in losses.items()}, values(space, model), seen
+    hyper_grads = [p.grad.float().cpu() for p in space.parameters()]
+    return {k: v.detach().float().cpu() for k, v in losses.items()}, parameters(model), hyper_grads, seen
 
 
-def values(space, model):
-    """Every parameter of the model, then λ and ρ, as float32 CPU copies."""
-    return [p.detach().float().cpu() for p in (*model.parameters(), *space.parameters())]
+def parameters(model):
+    return [p.detach().float().cpu() for p in model.parameters()]
 
 
 def assert_close_to_float32(kind, backend, dtype, device_type="cpu", float32_backend=None):
     """The half-precision run on `backend` against the float32 run on `float32_backend` (default: the same),
     within the module docstring's bound; the STN layers put out `dtype` (the LSTM float32)."""
-    exact_losses, exact_after, _ = run_steps(kind, float32_backend or backend, None, device_type)
-    losses, after, seen = run_steps(kind, backend, dtype, device_type)
+    exact_losses, exact_after, exact_hyper_grads, _ = run_steps(kind, float32_backend or backend, None, device_type)
+    losses, after, hyper_grads, seen = run_steps(kind, backend, dtype, device_type)
     for name, kinds in seen.items():
         assert kinds == ({torch.float32} if name == "StnLSTM" else {dtype}), (name, kinds)
-    before = values(*converted(kind)[:2])
+    before = parameters(converted(kind)[1])
     rounding = roundings(HALF_ROUNDINGS, dtype)
     for name in exact_losses:
         assert_within_bound(name, losses[name], exact_losses[name], exact_losses[name].abs().item(), 1,
@@ -132,4 +135,6 @@ def assert_close_to_float32(kind, backend, dtype, device_type="cpu", float32_bac
     exact_updates = [a - b for a, b in zip(exact_after, before)]
     step_scale = max(u.abs().max().item() for u in exact_updates)
     assert_within_bound("updates", updates, exact_updates, step_scale, 1, rounding=rounding)
+    hyper_scale = max(g.abs().max().item() for g in exact_hyper_grads)
+    assert_within_bound("hyper gradients", hyper_grads, exact_hyper_grads, hyper_scale, 1, rounding=rounding)
     assert any(not torch.equal(a, e) for a, e in zip(after, exact_after)), "autocast changed nothing"
