@@ -8,7 +8,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 RUN_ARGS ?=
 
-.PHONY: install test run data cuda-build clean
+.PHONY: install test run data clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -38,12 +38,24 @@ data:
 run: install data
 	$(PY) -m fastdstn train fmnist-quick --out runs/fmnist-quick --overwrite $(RUN_ARGS)
 
-# Compile the CUDA extension too (no GPU needed); the ptxas register/spill report lands in build-cuda.log.
-cuda-build: $(VENV)/.torch
-	FASTDSTN_CUDA=1 TORCH_CUDA_ARCH_LIST="8.0;9.0" CUDA_HOME=/usr/local/cuda \
-	  $(PY) -m pip install -e ".[dev]" --no-build-isolation -v > build-cuda.log 2>&1 || (tail -50 build-cuda.log; exit 1)
-	@grep -c "ptxas info    : Used" build-cuda.log | xargs echo "ptxas register reports in build-cuda.log:"
-	$(PY) -c "import torch, fastdstn.ops.cpp as c; r = c.cuda_registered(); print('CUDA ops registered:', r); assert r, c.UNAVAILABLE_REASON or 'no CUDA kernels registered'"
+# The cluster wheel (docs/WHEELS.md): the sdist, the CUDA wheel built from it (CPU + CUDA ops, one cubin per
+# architecture in CUDA_ARCHS, version 0.1.0+cu<CUDA>torch<A.B>) in dist/cuda/, the ptxas register/spill report in
+# build-cuda.log, then the wheel installed with its dependencies (torch from the local wheels) into a fresh
+# environment, where .ci/check_cuda_wheel.py checks that its CUDA ops register and that its build record and its
+# cubins name CUDA_ARCHS. No GPU needed.
+CUDA_ARCHS ?= 8.0;9.0
+WHEEL_ENV := build/cuda-wheel-env
+.PHONY: cuda-wheel
+cuda-wheel: install
+	rm -rf dist/cuda $(WHEEL_ENV)
+	FASTDSTN_CUDA=1 TORCH_CUDA_ARCH_LIST="$(CUDA_ARCHS)" CUDA_HOME=/usr/local/cuda MAX_JOBS=$${MAX_JOBS:-2} \
+	  $(PY) -m build --no-isolation --outdir dist/cuda . > build-cuda.log 2>&1 || (tail -50 build-cuda.log; exit 1)
+	@n=$$(grep -c "ptxas info    : Used" build-cuda.log); echo "ptxas register reports in build-cuda.log: $$n"; \
+	  test "$$n" -gt 0
+	$(PYTHON) -m venv $(WHEEL_ENV)
+	$(WHEEL_ENV)/bin/pip install -q dist/cuda/fastdstn-*+cu*.whl
+	$(WHEEL_ENV)/bin/python .ci/check_cuda_wheel.py "$(CUDA_ARCHS)"
+	rm -rf $(WHEEL_ENV)
 
 # The sdist and the CPU wheel built from it, in dist/ (CUDA wheels, the cluster matrix: docs/WHEELS.md).
 .PHONY: wheel

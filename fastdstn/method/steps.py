@@ -30,6 +30,7 @@ from ..hyper.space import HyperSpace
 from ..nn.attention_routing import dual_attention
 from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
 from ..nn.report import check_first_step
+from ..untraced import untraced
 from .batch import Inputs, Key, call, example_count
 from .guard import Guard
 
@@ -302,15 +303,16 @@ class SelfTuning:
         return inputs if self.augment is None else self.augment(inputs, values)
 
     def _training_loss(self, outputs, targets: Tensor, values: Mapping[str, Tensor],
-                       h: Optional[Tensor]) -> Tensor:
+                       h: Optional[Tensor], general: bool = True) -> Tensor:
         """L_T: the data loss plus wd·(mean over examples of ‖W_g + diag(s_i)W_r‖²) when tuned, plus the
-        model's own penalty terms of this forward."""
+        model's own penalty terms of this forward; general=False (the response sub-step, W_g frozen) leaves out
+        wd·Σ‖W_g‖², a constant there (`weight_penalty`)."""
         loss = self.loss_fn(outputs, targets)
         extra = self.penalty() if self.penalty is not None else None
         if extra is not None:
             loss = loss + extra
         if self.weight_decay is not None:
-            loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h)
+            loss = loss + values[self.weight_decay][0] * weight_penalty(self.model, h, general)
         return loss
 
     def _apply(self, sub_step: str, loss: Tensor, optimizer: torch.optim.Optimizer,
@@ -322,6 +324,11 @@ class SelfTuning:
         self._guard.check(sub_step, loss.detach(), optimizer, self.model, saved)
         optimizer.step()
 
+    # torch.compile cannot trace dual tensors (Dynamo: "Attempted to wrap a dual tensor input"), so a compiled
+    # model runs its dual forward eagerly rather than breaking its graph at every op and recompiling each frame for
+    # every feed (a converted MLP hit the recompile limit of 8 in its second step: tests/method/test_compile.py).
+    # A disabled function costs 0.6 µs a call; set_stance("force_eager") cost 32-88 µs (timeit, this machine).
+    @untraced
     def _forward_dual(self, network: nn.Module, inputs: Inputs, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
         with fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_attention():
@@ -370,7 +377,8 @@ class SelfTuning:
 
     def response_step(self, inputs: Inputs, targets: Tensor, eps: Tensor, optimizer: torch.optim.Optimizer) -> Tensor:
         """Sub-step (b): L_T at λ + ε; only W_r, b_r, V receive gradients. Centered STN feeds h = ε
-        to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward)."""
+        to the nonlinear layers; Δ-STN uses the linearized prediction (one dual forward). The returned loss leaves
+        out wd·Σ‖W_g‖², a constant of this sub-step."""
         values = self._values(self.space.example_values(self.space.lam.detach() + eps))
         perturbed_inputs = self._inputs(inputs, values)
         saved = self._guard.snapshot(self.model)
@@ -380,7 +388,7 @@ class SelfTuning:
             else:
                 with feeding(eps, values=values):
                     outputs = self._network(perturbed_inputs)
-            loss = self._training_loss(outputs, targets, values, eps)
+            loss = self._training_loss(outputs, targets, values, eps, general=False)
             self._apply("response", loss, optimizer, saved)
         return loss.detach()
 

@@ -104,11 +104,9 @@ class StnLayer(nn.Module):
 
 
 def op_dtype_args(x: Tensor, *tensors: Optional[Tensor]) -> Tuple[Optional[Tensor], ...]:
-    """x, h and the layer's parameters in one dtype for the op: the autocast dtype inside
-    torch.autocast (custom ops get no autocast rule of their own), else x's dtype (the space's λ is
-    float32 even when the model runs in float64)."""
-    dtype = torch.get_autocast_dtype(x.device.type) if torch.is_autocast_enabled(x.device.type) else x.dtype
-    return tuple(t if t is None or t.dtype == dtype else t.to(dtype) for t in (x, *tensors))
+    """x, h and the layer's parameters in x's dtype for the op (the space's λ is float32 even when the model
+    runs in float64); under torch.autocast the op then casts them all by its rule (fastdstn.ops.autocast)."""
+    return tuple(t if t is None or t.dtype == x.dtype else t.to(x.dtype) for t in (x, *tensors))
 
 
 def rows_for(h: Tensor, shape: Sequence[int], batch_dim: int) -> Tensor:

@@ -12,17 +12,21 @@
 
 One folder per op family (dense, embedding, lstm_cell, dropout, attention) holds the family's public functions
 (its __init__), its reference.py and one module per compiled backend; `dispatch.OPS` lists them. Shapes and
-formulas: each family's reference.py, all of them gathered in `fastdstn.ops.reference`.
+formulas: each family's reference.py, all of them gathered in `fastdstn.ops.reference`. Under torch.autocast the
+ops take their tensors in the dtype of their rule (`fastdstn.ops.autocast`, which also puts Autocast kernels on
+the compiled and Triton operators).
 """
 from __future__ import annotations
 
-from . import reference
+from . import autocast, reference
 from .attention import attention_dual, attention_with_dropout
 from .dense import stn_conv2d, stn_conv2d_dual, stn_linear, stn_linear_dual
 from .dispatch import available, current_backend, use_backend
 from .dropout import dropout_dual
 from .embedding import stn_embedding, stn_embedding_dual
 from .lstm_cell import lstm_cell_dual
+
+autocast.register()
 
 __all__ = ["stn_linear", "stn_linear_dual", "stn_conv2d", "stn_conv2d_dual", "stn_embedding",
            "stn_embedding_dual", "lstm_cell_dual", "dropout_dual", "attention_dual", "attention_with_dropout",

@@ -20,6 +20,8 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 import torch
 
+from .autocast import dtype_for
+
 # backend -> the module that says whether it runs here: AVAILABLE and UNAVAILABLE_REASON (True and "" when
 # absent), DEVICE_TYPES and DTYPES (every device type and dtype when absent). Importing it may raise ImportError.
 BACKEND_MODULES = {"reference": "fastdstn.ops.reference", "cpp": "fastdstn.ops.cpp",
@@ -77,12 +79,17 @@ def runs_dtype(module: ModuleType, device_type: str, dtype: Optional[torch.dtype
     return dtype is None or dtypes is None or dtype in dtypes
 
 
-def compute_dtype(like: torch.Tensor) -> torch.dtype:
-    """The dtype an op computes for inputs like `like`: autocast's dtype where autocast is on for its device."""
-    device_type = like.device.type
-    if like.is_floating_point() and torch.is_autocast_enabled(device_type):
-        return torch.get_autocast_dtype(device_type)
-    return like.dtype
+def compute_dtype(op: str, like: torch.Tensor) -> torch.dtype:
+    """The dtype `op` computes for inputs like `like`: theirs, or under autocast the one the op's rule
+    (fastdstn.ops.autocast) casts them to."""
+    return dtype_for(op, like)
+
+
+def operator_names(op: str) -> Tuple[str, ...]:
+    """The names of the operators (fastdstn::<name>) that run `op` on the compiled backend (<op>) and the Triton
+    backend (<op>_triton), for those of the two that implement it."""
+    backends = OPS[op][1]
+    return tuple(name for backend, name in (("cpp", op), ("triton", f"{op}_triton")) if backend in backends)
 
 
 @contextlib.contextmanager
@@ -149,7 +156,7 @@ def choose(op: str, device_type: str, dtype: Optional[torch.dtype] = None):
 def resolve(op: str, like: torch.Tensor):
     """The callable that runs `op` on inputs like `like` (its device, and its dtype or autocast's) under the
     current backend choice."""
-    return choose(op, like.device.type, compute_dtype(like))[1]
+    return choose(op, like.device.type, compute_dtype(op, like))[1]
 
 
 def available() -> Dict[str, str]:

@@ -20,6 +20,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import checks
+from ..autocast import cast
 from ..dispatch import resolve
 
 Tensor = torch.Tensor
@@ -96,6 +97,7 @@ def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Op
                    scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None,
                    seed: Optional[int] = None) -> Tuple[Tensor, Tensor]:
     """(O, Ȯ): softmax attention and its tangent along (q̇, k̇, v̇); see the module docstring."""
+    q, k, v, qt, kt, vt, attn_mask = cast("attention_dual", q, k, v, qt, kt, vt, attn_mask)
     _check(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, qt=qt, kt=kt, vt=vt)
     return resolve("attention_dual", q)(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate,
                                         _seed(dropout_rate, seed))
@@ -105,5 +107,6 @@ def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[
                            is_causal: bool = False, scale: Optional[float] = None,
                            dropout_rate: Optional[Tensor] = None, seed: Optional[int] = None) -> Tensor:
     """O: softmax attention with per-example attention-weight dropout; see the module docstring."""
+    q, k, v, attn_mask = cast("attention", q, k, v, attn_mask)
     _check(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
     return resolve("attention", q)(q, k, v, attn_mask, is_causal, scale, dropout_rate, _seed(dropout_rate, seed))

@@ -5,7 +5,8 @@
     stn_conv2d(x, h, Wg, bg, Wr, br, V, stride, padding, dilation, groups)          -> y
     stn_conv2d_dual(x, xt, eps, Wg, bg, Wr, br, V, stride, padding, dilation, groups) -> (y, ẏ)
 
-Each checks its arguments, then runs the backend `dispatch` picks: reference.py (the formulas, shapes in its
+Each casts its arguments by its autocast rule (fastdstn.ops.autocast: the autocast dtype), checks them, then
+runs the backend `dispatch` picks: reference.py (the formulas, shapes in its
 docstring), cpp.py (csrc/dense/), triton.py (linear) and triton_conv.py (conv2d).
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from torch.nn.modules.utils import _pair
 
 from .. import checks
+from ..autocast import cast
 from ..dispatch import resolve
 
 Tensor = torch.Tensor
@@ -57,12 +59,14 @@ def _check_conv_geometry(x: Tensor, Wg: Tensor, groups: int) -> None:
 
 def stn_linear(x: Tensor, h: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tensor, br: Optional[Tensor],
                V: Tensor) -> Tensor:
+    x, h, Wg, bg, Wr, br, V = cast("stn_linear", x, h, Wg, bg, Wr, br, V)
     _check(x, None, "h", h, Wg, bg, Wr, br, V, spatial=False)
     return resolve("stn_linear", x)(x, h, Wg, bg, Wr, br, V)
 
 
 def stn_linear_dual(x: Tensor, xt: Optional[Tensor], eps: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tensor,
                     br: Optional[Tensor], V: Tensor) -> Tuple[Tensor, Tensor]:
+    x, xt, eps, Wg, bg, Wr, br, V = cast("stn_linear_dual", x, xt, eps, Wg, bg, Wr, br, V)
     _check(x, xt, "eps", eps, Wg, bg, Wr, br, V, spatial=False)
     return resolve("stn_linear_dual", x)(x, xt, eps, Wg, bg, Wr, br, V)
 
@@ -77,6 +81,7 @@ def _geometry(stride: IntPair, padding: IntPair, dilation: IntPair, groups: int)
 def stn_conv2d(x: Tensor, h: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tensor, br: Optional[Tensor],
                V: Tensor, stride: IntPair = 1, padding: IntPair = 0, dilation: IntPair = 1,
                groups: int = 1) -> Tensor:
+    x, h, Wg, bg, Wr, br, V = cast("stn_conv2d", x, h, Wg, bg, Wr, br, V)
     _check(x, None, "h", h, Wg, bg, Wr, br, V, spatial=True)
     _check_conv_geometry(x, Wg, groups)
     return resolve("stn_conv2d", x)(x, h, Wg, bg, Wr, br, V, *_geometry(stride, padding, dilation, groups))
@@ -85,6 +90,7 @@ def stn_conv2d(x: Tensor, h: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tenso
 def stn_conv2d_dual(x: Tensor, xt: Optional[Tensor], eps: Tensor, Wg: Tensor, bg: Optional[Tensor], Wr: Tensor,
                     br: Optional[Tensor], V: Tensor, stride: IntPair = 1, padding: IntPair = 0,
                     dilation: IntPair = 1, groups: int = 1) -> Tuple[Tensor, Tensor]:
+    x, xt, eps, Wg, bg, Wr, br, V = cast("stn_conv2d_dual", x, xt, eps, Wg, bg, Wr, br, V)
     _check(x, xt, "eps", eps, Wg, bg, Wr, br, V, spatial=True)
     _check_conv_geometry(x, Wg, groups)
     return resolve("stn_conv2d_dual", x)(x, xt, eps, Wg, bg, Wr, br, V,

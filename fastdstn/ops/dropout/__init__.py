@@ -10,7 +10,9 @@ from typing import Optional, Sequence, Tuple
 
 import torch
 
+from ...untraced import untraced
 from .. import checks
+from ..autocast import cast
 from ..dispatch import resolve
 
 Tensor = torch.Tensor
@@ -18,8 +20,12 @@ Tensor = torch.Tensor
 __all__ = ["dropout_dual"]
 
 
+# Not traced by torch.compile: its checks read the rates' values (graph breaks), and every frame resumed after one
+# would be guarded on the fresh mask seed of each call and recompiled each step (tests/method/test_compile.py).
+@untraced
 def dropout_dual(x: Tensor, xt: Optional[Tensor], rate: Tensor, seed: int, batch_dim: int = 0,
                  shared_dims: Sequence[int] = ()) -> Tuple[Tensor, Optional[Tensor]]:
+    x, xt = cast("dropout_dual", x, xt)  # under autocast the tangent takes x's dtype
     checks.require_tensor("x", x)
     if not -x.dim() <= batch_dim < x.dim():
         raise ValueError(f"batch_dim: expected a dimension of x (shape {tuple(x.shape)}), received {batch_dim}")

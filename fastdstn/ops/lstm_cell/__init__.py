@@ -11,6 +11,7 @@ from typing import Optional, Tuple
 import torch
 
 from .. import checks
+from ..autocast import cast
 from ..dispatch import resolve
 
 Tensor = torch.Tensor
@@ -20,6 +21,7 @@ __all__ = ["lstm_cell_dual"]
 
 def lstm_cell_dual(gates: Tensor, gates_t: Optional[Tensor], c: Tensor,
                    c_t: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor], Tensor, Optional[Tensor]]:
+    gates, gates_t, c, c_t = cast("lstm_cell_dual", gates, gates_t, c, c_t)  # float32 under autocast
     checks.require_tensor("gates", gates, ndim=2)
     checks.require_tensor("c", c, ndim=2)
     if gates.shape[1] != 4 * c.shape[1] or gates.shape[0] != c.shape[0]:

@@ -1,0 +1,52 @@
+"""torch.compile of a converted model's forward under Δ-STN steps: a bounded set of graphs, compiled in the first
+steps and reused after, and no frame reaching Dynamo's recompile limit (SelfTuning runs the dual forward with
+Dynamo off, which cannot trace dual tensors, and the dropout op untraced, whose fresh mask seed per call was a
+recompile per step). Before those two, this model hit the recompile limit of 8 in its second step (43 graphs)."""
+import pytest
+import torch
+import torch._dynamo
+import torch.nn.functional as F
+from torch import nn
+from torch._dynamo.utils import counters
+
+import fastdstn
+from fastdstn import SelfTuning, make_optimizers
+from stn_test_models import randomize_hyper_proj, small_space
+
+WARMUP_STEPS, STEADY_STEPS = 2, 3
+# 27 graphs measured for this model with the eager backend (a graph between each two of Dynamo's graph breaks,
+# for the general step's forward and the hyper step's; the breaks are the feed's and the ops' Python checks).
+MAX_GRAPHS = 32
+
+
+def _compiled_counts():
+    return counters["stats"]["unique_graphs"], counters["frames"]["total"]
+
+
+@pytest.mark.slow  # 29 s under the shared machine's load (10 s of CPU)
+def test_compiled_forward_compiles_in_the_first_steps_only():
+    torch._dynamo.reset()
+    counters.clear()
+    torch.manual_seed(0)
+    space = small_space()
+    plain = nn.Sequential(nn.Dropout(0.2), nn.Linear(12, 16), nn.Tanh(), nn.Dropout(0.3), nn.Linear(16, 4))
+    model = fastdstn.convert(plain, space, dropout={"0": "drop_in", "3": "drop_hidden"})
+    randomize_hyper_proj(model)
+    model.compile(backend="eager")  # Dynamo's graph capture and guards, without Inductor's compile time
+    method = SelfTuning(model, space, "delta", loss_fn=F.cross_entropy, weight_decay="wd")
+    opts = make_optimizers(model, space, "delta", lr=0.05)
+    x, y = torch.randn(16, 12), torch.randint(0, 4, (16,))
+
+    def steps(n):
+        for _ in range(n):
+            method.train_step(x, y, opts)
+            method.hyper_step(x, y, opts.hyper)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        steps(WARMUP_STEPS)
+        warm = _compiled_counts()
+        steps(STEADY_STEPS)
+    print(f"unique graphs, frames compiled after {WARMUP_STEPS} steps: {warm}; after {WARMUP_STEPS + STEADY_STEPS}: "
+          f"{_compiled_counts()}")
+    assert 0 < warm[0] <= MAX_GRAPHS
+    assert _compiled_counts() == warm, "the steps after the first ones compiled again"
+    torch._dynamo.reset()
