@@ -19,9 +19,12 @@ from fastdstn.config import load as load_config
 from fastdstn.models import build
 from fastdstn.train.trainer import Trainer
 
-# name → overrides on top of the base run; `{hyper}` expands to every tuned hyperparameter of the model.
+# name → overrides on top of the base run; `{hyper}` expands to every tuned hyperparameter of the model,
+# `{dropout}` to its dropout rates.
 VARIANTS = {
     "base": [],
+    "no tuning (fixed mode)": ["train.mode=fixed"],
+    "dropouts start at 0.3": ["hypers.{dropout}.init=0.3"],
     "hyper_lr ÷3": ["train.hyper_lr={hyper_lr_third}"],
     "hyper_lr ×3": ["train.hyper_lr={hyper_lr_triple}"],
     "warm-up 5 epochs": ["train.warmup_epochs=5"],
@@ -37,8 +40,14 @@ VARIANTS = {
 def overrides_for(variant: str, hypers, hyper_lr: float):
     out = []
     for text in VARIANTS[variant]:
-        text = text.format(hyper="{hyper}", hyper_lr_third=hyper_lr / 3, hyper_lr_triple=hyper_lr * 3)
-        out += [text.format(hyper=h) for h in hypers] if "{hyper}" in text else [text]
+        text = text.format(hyper="{name}", dropout="{dropout}", hyper_lr_third=hyper_lr / 3,
+                           hyper_lr_triple=hyper_lr * 3)
+        if "{name}" in text:
+            out += [text.format(name=h) for h in hypers]
+        elif "{dropout}" in text:
+            out += [text.format(dropout=h) for h in hypers if h.startswith("dropout")]
+        else:
+            out.append(text)
     return out
 
 
