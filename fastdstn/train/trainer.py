@@ -684,7 +684,8 @@ class Trainer:
                    "skipped_updates": pos.skipped,
                    "final": pick(last), "best": pick(self._best_row),
                    "final_hypers": self.space.values(), "final_sigmas": self.space.scales(),
-                   "initial_hypers": {h.name: h.init for h in self.space.hypers}}
+                   "initial_hypers": {h.name: h.init for h in self.space.hypers},
+                   "hyper_ranges": {h.name: [h.low, h.high] for h in self.space.hypers}}
         if self.out_dir is not None and self.world.is_main:
             write_text(self._path("summary.json"), json.dumps(summary, indent=2))
             from .plot import plot_run
