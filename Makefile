@@ -1,11 +1,11 @@
 # The two commands of the README: `make run` (the main job) and `make test` (the whole suite).
-# Both set everything up from nothing: .venv, pinned torch, the other dependencies, the package
-# and its compiled ops.
+# Both set everything up from nothing: .venv, torch, the other dependencies (pinned by constraints.txt;
+# the dev extra brings the data, tune, lightning and huggingface extras), the package and its compiled ops.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-SOURCES := setup.py pyproject.toml $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
+SOURCES := setup.py pyproject.toml constraints.txt $(wildcard csrc/*/*.cpp csrc/*/*.h csrc/*/*.cu csrc/*/*.cuh)
 RUN_ARGS ?=
 
 .PHONY: install test run data clean
@@ -13,11 +13,11 @@ RUN_ARGS ?=
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --upgrade pip "setuptools>=68" wheel
-	$(PY) -m pip install torch==2.14.1 torchvision==0.29.1 numpy
+	$(PY) -m pip install -c constraints.txt torch torchvision numpy
 	touch $@
 
 $(VENV)/.installed: $(VENV)/.torch $(SOURCES)
-	$(PY) -m pip install -e ".[dev]" --no-build-isolation
+	$(PY) -m pip install -c constraints.txt -e ".[dev]" --no-build-isolation
 	touch $@
 
 install: $(VENV)/.installed
@@ -53,7 +53,7 @@ cuda-wheel: install
 	@n=$$(grep -c "ptxas info    : Used" build-cuda.log); echo "ptxas register reports in build-cuda.log: $$n"; \
 	  test "$$n" -gt 0
 	$(PYTHON) -m venv $(WHEEL_ENV)
-	$(WHEEL_ENV)/bin/pip install -q dist/cuda/fastdstn-*+cu*.whl
+	$(WHEEL_ENV)/bin/pip install -q -c constraints.txt dist/cuda/fastdstn-*+cu*.whl
 	$(WHEEL_ENV)/bin/python .ci/check_cuda_wheel.py "$(CUDA_ARCHS)"
 	rm -rf $(WHEEL_ENV)
 

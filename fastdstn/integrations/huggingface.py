@@ -22,10 +22,12 @@ from __future__ import annotations
 from typing import Any, Dict, Iterator, Optional
 
 import torch
-import transformers
 
+from ..extras import require
 from ..hyper import HyperSpace
 from ..method import Optimizers, SelfTuning, make_optimizers
+
+transformers = require("transformers", "huggingface", "fastdstn.integrations.huggingface")
 
 LABELS = "labels"
 

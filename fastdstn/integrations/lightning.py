@@ -14,12 +14,14 @@ from __future__ import annotations
 
 from typing import Any, Dict, Iterable, Iterator
 
-import lightning
 import torch
 from torch.utils._pytree import tree_map
 
+from ..extras import require
 from ..method import Optimizers, SelfTuning, make_optimizers
 from ..method.batch import example_count
+
+lightning = require("lightning", "lightning", "fastdstn.integrations.lightning")
 
 
 def _endless(batches: Iterable) -> Iterator:

@@ -196,7 +196,7 @@ class Trainer:
     def for_model(cls, model: torch.nn.Module, space: HyperSpace, train, valid, test, *, loss_fn: Callable,
                   out_dir: Optional[str] = None, task: str = "classification", weight_decay: Optional[str] = None,
                   batch_dim: int = 0, name: Optional[str] = None, progress: bool = True,
-                  **train_options) -> "Trainer":
+                  replay: Optional[str] = None, **train_options) -> "Trainer":
         """A Trainer for a model and data of one's own, with the run directory of the built-in models
         (docs/RUNS.md: checkpoints with exact resume, schedule.csv, metrics.csv, TensorBoard, schedule.png).
 
@@ -206,15 +206,22 @@ class Trainer:
         tensor, tuple or dict (SelfTuning). task: classification (accuracy), regression (RMSE) or language
         (perplexity). train_options: keys of the [train] config section (epochs, mode, lr, hyper_lr, train_steps,
         valid_steps, warmup_epochs, seed, device, ...). Then `fit(resume=..., overwrite=...)`, and
-        `fastdstn.export(trainer.method)` for the tuned network."""
+        `fastdstn.export(trainer.method)` for the tuned network.
+
+        replay: a run directory whose schedule.csv this run follows step by step, in mode fixed (the mode
+        unless train_options name another, which is refused), as `fastdstn replay` does for the built-in
+        models; the model must be the one that run started from (a fresh `convert`), not the trained one."""
         from ..models import BuiltModel
         from . import own_model
 
+        if replay is not None:
+            train_options.setdefault("mode", "fixed")
         config = own_model.run_config(name or (os.path.basename(os.path.normpath(out_dir)) if out_dir else "own"),
                                       train_options)
         data = own_model.bundle(train, valid, test, task, config.train.seed, resolve_device(config.train.device))
         built = BuiltModel(model, list(space.hypers), task, weight_decay, batch_dim=batch_dim)
-        return cls(config, out_dir, bundle=data, built=built, loss_fn=loss_fn, progress=progress)
+        schedule = None if replay is None else Schedule.from_run(replay, space.names)
+        return cls(config, out_dir, bundle=data, built=built, loss_fn=loss_fn, progress=progress, replay=schedule)
 
     # ------------------------------------------------------------------------------------------ building
     def _model_optimizers(self) -> List[torch.optim.Optimizer]:
@@ -684,7 +691,8 @@ class Trainer:
                    "skipped_updates": pos.skipped,
                    "final": pick(last), "best": pick(self._best_row),
                    "final_hypers": self.space.values(), "final_sigmas": self.space.scales(),
-                   "initial_hypers": {h.name: h.init for h in self.space.hypers}}
+                   "initial_hypers": {h.name: h.init for h in self.space.hypers},
+                   "hyper_ranges": {h.name: [h.low, h.high] for h in self.space.hypers}}
         if self.out_dir is not None and self.world.is_main:
             write_text(self._path("summary.json"), json.dumps(summary, indent=2))
             from .plot import plot_run

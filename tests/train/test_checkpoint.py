@@ -36,10 +36,13 @@ def test_a_failed_write_leaves_the_previous_checkpoint_intact(tmp_path, monkeypa
 
 @pytest.mark.parametrize("damage, message", [
     (lambda b: b[: len(b) // 2], "truncated"),
-    (lambda b: b[:20], "truncated header"),
+    (lambda b: b[:20], "truncated"),
     (lambda b: b[:-1] + bytes([b[-1] ^ 1]), "checksum mismatch"),
+    (lambda b: b[:100] + bytes([b[100] ^ 1]) + b[101:], "checksum mismatch"),
+    (lambda b: b[:100] + b[101:], "truncated"),
+    (lambda b: b[:100] + b"x" + b[100:], "grown"),
     (lambda b: b"NOTACKPT" + b[8:], "bad magic"),
-    (lambda b: b"", "truncated header"),
+    (lambda b: b"", "truncated"),
 ])
 def test_damaged_checkpoints_are_refused(tmp_path, damage, message):
     path = tmp_path / "a.ckpt"
@@ -48,6 +51,23 @@ def test_damaged_checkpoints_are_refused(tmp_path, damage, message):
     with pytest.raises(CheckpointError, match=message) as err:
         checkpoint.load(str(path))
     assert "damaged" in str(err.value)
+
+
+def test_torch_load_reads_a_checkpoint_with_its_default_weights_only(tmp_path):
+    path = str(tmp_path / "a.ckpt")
+    obj = {"w": torch.randn(5, 3), "config": {"train": {"lr": 0.1, "mode": "delta"}}, "rng": checkpoint.rng_state()}
+    checkpoint.save(obj, path)
+    plain = torch.load(path)                # the zip comment that holds the checksum is skipped by zip readers
+    checked = checkpoint.load(path)
+    assert torch.equal(plain["w"], obj["w"]) and plain["config"] == obj["config"] == checked["config"]
+    assert torch.equal(plain["rng"]["torch"], checked["rng"]["torch"])
+
+
+def test_a_plain_torch_file_is_not_taken_for_a_checkpoint(tmp_path):
+    path = tmp_path / "plain.pt"
+    torch.save({"w": torch.randn(100)}, str(path))
+    with pytest.raises(CheckpointError, match="damaged: truncated, or not a fastdstn checkpoint"):
+        checkpoint.load(str(path))
 
 
 def test_missing_checkpoint(tmp_path):

@@ -120,6 +120,15 @@ def test_best_checkpoint_holds_weights_only_and_says_so(tmp_path):
         run(out, resume=True, epochs=2)
 
 
+def test_torch_load_reads_a_runs_checkpoints_with_its_default_weights_only(tmp_path):
+    out = tmp_path / "run"
+    run(out, epochs=2)
+    for name in ("last.ckpt", "previous.ckpt", "best.ckpt"):
+        path = str(out / "checkpoints" / name)
+        plain, checked = torch.load(path), checkpoint.load(path)
+        assert plain.keys() == checked.keys() and torch.equal(plain["space"]["lam"], checked["space"]["lam"]), name
+
+
 def test_temporaries_of_a_killed_writer_are_removed_on_start(tmp_path, capsys):
     out = tmp_path / "run"
     run(out)
