@@ -167,8 +167,8 @@ def dense_inputs(B, n_in, n_out, H, *, dtype=torch.float64, device="cpu", conv=N
         xs, ws = (B, n_in, height, width), (n_out, n_in // groups, k, k)
     shapes = dict(x=xs, xt=xs if has_xt else None, eps=(B, H), Wg=ws, bg=(n_out,) if has_bg else None, Wr=ws,
                   br=(n_out,) if has_br else None, V=(2 * n_out if has_br else n_out, H))
-    return tensors(shapes, dtype=dtype, device=device, grads=DENSE_GRADS[grads] if isinstance(grads, str) else grads, contiguous=contiguous,
-                   scales=dict(Wg=0.3, Wr=0.3), seed=seed)
+    return tensors(shapes, dtype=dtype, device=device, grads=DENSE_GRADS[grads] if isinstance(grads, str) else grads,
+                   contiguous=contiguous, scales=dict(Wg=0.3, Wr=0.3), seed=seed)
 
 
 def named(args) -> dict:

@@ -17,7 +17,7 @@ from fastdstn.nn import dual_attention
 from fastdstn.ops.attention import reference as R
 
 from accuracy import assert_within_bound, attention_magnitudes, attention_terms, roundings
-from op_cases import attention_args, backends, grads, tensors, to64
+from op_cases import attention_args, backends, grads, tensors
 
 F64 = torch.float64
 ATTENTION = backends(op="attention_dual")
@@ -307,7 +307,8 @@ def test_dropout_rates_per_example_and_seeds(backend):
     torch.manual_seed(3)
     a = ops.attention_with_dropout(q, k, v, dropout_rate=r)
     torch.manual_seed(3)
-    assert torch.equal(a, ops.attention_with_dropout(q, k, v, dropout_rate=r)), "the drawn seed follows torch.manual_seed"
+    again = ops.attention_with_dropout(q, k, v, dropout_rate=r)
+    assert torch.equal(a, again), "the drawn seed follows torch.manual_seed"
 
 
 # ----------------------------------------------------------------------------------------------------
