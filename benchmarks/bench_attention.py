@@ -19,18 +19,20 @@ torch.profiler's allocation events on CPU and torch.cuda.max_memory_allocated on
 
     python benchmarks/bench_attention.py --smoke                 # seconds: every provider once, tiny shapes
     python benchmarks/bench_attention.py                         # CPU table, T = 128 ... 4096
-    python benchmarks/bench_attention.py --write                 # also append it to history/attention.md
     python benchmarks/bench_attention.py --block-sweep           # the reference's block size, T = 4096
     python benchmarks/bench_attention.py --routing-overhead      # Δ-STN steps without attention, routing on/off
-    python benchmarks/bench_attention.py --gpu --write           # GPU table (needs CUDA)
+    python benchmarks/bench_attention.py --gpu                   # GPU table (needs CUDA)
+    python benchmarks/report.py                                  # then render the rows into RESULTS.md
+
+Each run but --smoke appends its rows (suite attention) to benchmarks/results.csv and prints them as a table;
+benchmarks/history/attention.md holds the tables earlier runs appended there.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import os
-import platform
+import statistics
 import sys
 from typing import Callable, Dict, List
 
@@ -46,7 +48,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 
 import cases  # noqa: E402
-from timing import measure, peak_bytes  # noqa: E402
+from results import RESULTS_CSV, Row, append_rows, machine_info, make_row, time_rows  # noqa: E402
+from timing import interleave, peak_bytes, percentiles, timed  # noqa: E402
 
 
 def operands(batch, heads, length, head_dim, dtype, device):
@@ -101,56 +104,75 @@ def providers_for(length: int, args, device: str) -> Dict[str, Callable]:
     return out
 
 
-def table(args, device: str) -> List[str]:
+def shape_label(args, length: int) -> str:
+    return (f"B{args.batch} h{args.heads} d{args.head_dim} T{length}" + (" causal" if args.causal else "")
+            + (" bf16" if args.gpu else " fp32"))
+
+
+def table(args, device: str, info) -> List[Row]:
+    """Every provider at each length: time_ms, time_ratio to plain SDPA, peak_MB; printed as a table as it runs."""
     ours = "triton" if device == "cuda" else "dual"
     other = "sdpa-flash" if device == "cuda" else "sdpa"
-    lines = [f"| T | {ours} ms (p20–p80) | fwAD-math ms | {other} ms | fwAD-math / {ours} | {ours} / {other} | "
-             f"{ours} MB | fwAD-math MB | {other} MB |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    print("\n".join(lines), flush=True)
+    print(f"| T | {ours} ms (p20–p80) | fwAD-math ms | {other} ms | fwAD-math / {ours} | {ours} / {other} | "
+          f"{ours} MB | fwAD-math MB | {other} MB |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    rows: List[Row] = []
     for length in args.lengths:
         providers = providers_for(length, args, device)
-        timed = measure(providers, args.rounds, device)
+        seconds = interleaved(providers, args.rounds, device)
         memory = {n: peak_bytes(fn, device) / 2 ** 20 for n, fn in providers.items()}
-        mine, theirs = timed[ours].p50, timed[other].p50
-        math = timed.get("fwAD-math")
-        math_ms, math_ratio, math_mb = (f"{math.p50:.2f}", f"{math.p50 / mine:.2f}x", f"{memory['fwAD-math']:.1f}"
+        shape = shape_label(args, length)
+        rows += time_rows(info, "attention", "attention_dual", "fwd+bwd", shape, seconds, other)
+        rows += [make_row(info, "attention", "attention_dual", n, "fwd+bwd", shape, "peak_MB", (mb, mb, mb), 1)
+                 for n, mb in memory.items()]
+        ms = {n: statistics.median(t) * 1e3 for n, t in seconds.items()}
+        mine = percentiles([t * 1e3 for t in seconds[ours]])
+        math = ms.get("fwAD-math")
+        math_ms, math_ratio, math_mb = (f"{math:.2f}", f"{math / ms[ours]:.2f}x", f"{memory['fwAD-math']:.1f}"
                                         ) if math else ("–", "–", "–")
-        row = (f"| {length} | {mine:.2f} ({timed[ours].p20:.2f}–{timed[ours].p80:.2f}) | {math_ms} | {theirs:.2f} | "
-               f"{math_ratio} | {mine / theirs:.2f}x | {memory[ours]:.1f} | {math_mb} | {memory[other]:.1f} |")
-        print(row, flush=True)
-        lines.append(row)
-    return lines
+        print(f"| {length} | {mine.p50:.2f} ({mine.p20:.2f}–{mine.p80:.2f}) | {math_ms} | {ms[other]:.2f} | "
+              f"{math_ratio} | {ms[ours] / ms[other]:.2f}x | {memory[ours]:.1f} | {math_mb} | {memory[other]:.1f} |",
+              flush=True)
+    return rows
 
 
-def block_sweep(args) -> List[str]:
+def interleaved(providers: Dict[str, Callable], rounds: int, device: str) -> Dict[str, List[float]]:
+    """Seconds per round of each provider, interleaved round by round."""
+    samples, _ = interleave({n: timed(fn, device) for n, fn in providers.items()}, 0.0, rounds, rounds)
+    return {n: by_mode["full"] for n, by_mode in samples.items()}
+
+
+def block_sweep(args, info) -> List[Row]:
     """The reference's time and memory at one length for several query rows per block (reference.BLOCK_ROWS)."""
     length = args.lengths[-1]
     q, k, v, qt, kt, vt, g = operands(args.batch, args.heads, length, args.head_dim, torch.float32, "cpu")
     step = dual_step("reference", q, k, v, qt, kt, vt, g, args.causal)
     chosen = reference.BLOCK_ROWS
-    lines = [f"| BLOCK_ROWS | dual ms at T={length} (p20–p80) | peak MB |", "|---|---|---|"]
-    print("\n".join(lines), flush=True)
+    print(f"| BLOCK_ROWS | dual ms at T={length} (p20–p80) | peak MB |\n|---|---|---|", flush=True)
+    rows: List[Row] = []
     try:
-        for rows in (32, 64, 128, 256, 512):
-            reference.BLOCK_ROWS = rows
-            p20, median, p80 = measure({"dual": step}, args.rounds, "cpu")["dual"]
-            row = f"| {rows} | {median:.2f} ({p20:.2f}–{p80:.2f}) | {peak_bytes(step, 'cpu') / 2 ** 20:.1f} |"
-            print(row, flush=True)
-            lines.append(row)
+        for block_rows in (32, 64, 128, 256, 512):
+            reference.BLOCK_ROWS = block_rows
+            seconds = interleaved({"dual": step}, args.rounds, "cpu")
+            mb = peak_bytes(step, "cpu") / 2 ** 20
+            mode = f"BLOCK_ROWS={block_rows}"
+            rows += time_rows(info, "attention", "block_sweep", mode, shape_label(args, length), seconds, None)
+            rows.append(make_row(info, "attention", "block_sweep", "dual", mode, shape_label(args, length), "peak_MB",
+                                 (mb, mb, mb), 1))
+            p20, median, p80 = percentiles([t * 1e3 for t in seconds["dual"]])
+            print(f"| {block_rows} | {median:.2f} ({p20:.2f}–{p80:.2f}) | {mb:.1f} |", flush=True)
     finally:
         reference.BLOCK_ROWS = chosen
-    return lines
+    return rows
 
 
-def routing_overhead(args) -> List[str]:
+def routing_overhead(args, info) -> List[Row]:
     """What entering dual_attention() costs a Δ-STN step of a model without attention (benchmarks/cases.py's
     workloads; the small MLP alone with --smoke): the same step with routing on and off, interleaved."""
     from fastdstn.method import steps
 
     routed = steps.dual_attention
-    lines = ["| model | step | routing on ms (p20–p80) | off ms | on / off |", "|---|---|---|---|---|"]
-    print("\n".join(lines), flush=True)
+    print("| model | step | routing on ms (p20–p80) | off ms | on / off |\n|---|---|---|---|---|", flush=True)
+    rows: List[Row] = []
     workloads = {"mlp": cases.WORKLOADS["mlp"]} if args.smoke else cases.WORKLOADS
     for workload in workloads.values():
         work = workload(small=args.smoke)
@@ -166,24 +188,24 @@ def routing_overhead(args) -> List[str]:
                     finally:
                         steps.dual_attention = routed
                 return run
-            timed = measure({"on": switched(True), "off": switched(False)}, args.rounds, "cpu")
-            on, off = timed["on"], timed["off"]
-            row = f"| {work.label} | {step_name} | {on.p50:.2f} ({on.p20:.2f}–{on.p80:.2f}) | {off.p50:.2f} | " \
-                  f"{on.p50 / off.p50:.3f} |"
-            print(row, flush=True)
-            lines.append(row)
-    return lines
+            seconds = interleaved({"on": switched(True), "off": switched(False)}, args.rounds, "cpu")
+            rows += time_rows(info, "attention", "routing", step_name, work.label, seconds, "off")
+            on, off = (percentiles([t * 1e3 for t in seconds[n]]) for n in ("on", "off"))
+            print(f"| {work.label} | {step_name} | {on.p50:.2f} ({on.p20:.2f}–{on.p80:.2f}) | {off.p50:.2f} | "
+                  f"{on.p50 / off.p50:.3f} |", flush=True)
+    return rows
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--gpu", action="store_true", help="the GPU table (Triton vs SDPA flash, bf16)")
-    parser.add_argument("--smoke", action="store_true", help="tiny shapes, one round: checks that it runs")
+    parser.add_argument("--smoke", action="store_true",
+                        help="tiny shapes, one round: checks that it runs, writes nothing")
     parser.add_argument("--block-sweep", action="store_true", help="time the reference's block size")
     parser.add_argument("--routing-overhead", action="store_true",
                         help="Δ-STN steps of models without attention with dual_attention() on and off")
-    parser.add_argument("--write", action="store_true", help="append the table to benchmarks/history/attention.md")
+    parser.add_argument("--csv", default=RESULTS_CSV, help="the results table to append the rows to")
     parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T (queries = keys)")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--heads", type=int, help="default: 2 on CPU, 16 on a GPU")
@@ -193,7 +215,6 @@ def main(argv=None) -> None:
     parser.add_argument("--math-max-length", type=int, default=4096,
                         help="longest T for the fwAD-math provider (O(T²) memory per head)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads on CPU (default: torch's)")
-    parser.add_argument("--note", default="", help="a line under the table's heading")
     args = parser.parse_args(argv)
     device = "cuda" if args.gpu else "cpu"
     if args.gpu and not torch.cuda.is_available():
@@ -204,25 +225,15 @@ def main(argv=None) -> None:
     if args.smoke:
         args.lengths, args.rounds, args.heads, args.head_dim = [64], 1, 2, 16
     args.lengths = args.lengths or (cases.ATTENTION_GPU_LENGTHS if args.gpu else cases.ATTENTION_CPU_LENGTHS)
+    info = machine_info(torch.device(device))
     if args.block_sweep:
-        lines = block_sweep(args)
+        rows = block_sweep(args, info)
     elif args.routing_overhead:
-        lines = routing_overhead(args)
+        rows = routing_overhead(args, info)
     else:
-        lines = table(args, device)
-    if args.write and not args.smoke:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        where = (torch.cuda.get_device_name() if args.gpu
-                 else f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads")
-        head = (f"\n## {stamp}: {'GPU' if args.gpu else 'CPU'}, {where}, torch {torch.__version__}\n\n"
-                f"`python benchmarks/bench_attention.py {' '.join(argv if argv is not None else sys.argv[1:])}`; "
-                f"batch {args.batch}, {args.heads} heads, head size {args.head_dim}"
-                f"{', causal' if args.causal else ''}, {args.rounds} rounds.\n\n")
-        if args.note:
-            head += args.note + "\n\n"
-        with open(os.path.join(HERE, "history", "attention.md"), "a") as f:
-            f.write(head + "\n".join(lines) + "\n")
-
+        rows = table(args, device, info)
+    if not args.smoke:
+        append_rows(rows, args.csv)
 
 if __name__ == "__main__":
     main()

@@ -1,7 +1,7 @@
 """Images/s of the batched per-example augmentation against per-example torchvision v2 pipelines.
 
     .venv/bin/python benchmarks/bench_augment.py [--rounds 15] [--threads 1[,2]] [--batch 128] [--device cpu]
-                                                 [--out FILE] [--append --label TEXT]
+                                                 [--csv FILE] [--label TEXT] [--smoke]
 
 Every image has its own magnitudes (as under Δ-STN's per-example perturbation): flip probability, rotation,
 translation, scale, shear, brightness, contrast, saturation, hue, cutout holes and length. Providers, run in
@@ -17,21 +17,20 @@ them alike:
 * tv2-functional: the same per image with parameters drawn by hand and `v2.functional` calls (no object
   construction: the cheapest a per-example loop can be).
 
-The table (medians and p20/p80 of ≥ 10 rounds; the speed-up is the median of per-round ratios) goes to
-benchmarks/history/augment.md. One thread by default: on a loaded 2-core machine two OpenMP threads
+The rows (suite augment: per provider and thread count, ms per batch and images/s at p20/p50/p80 of ≥ 10
+rounds, the speed-ups as medians of per-round ratios) are appended to benchmarks/results.csv and rendered by
+`benchmarks/report.py`; benchmarks/history/augment.md holds the tables earlier runs wrote there. One thread by
+default: on a loaded 2-core machine two OpenMP threads
 oversubscribe the cores and the batched ops stall at their barriers (seconds per batch were measured).
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
 import statistics
 import sys
 
 import torch
-import torchvision
 from torchvision.transforms import v2
 from torchvision.transforms.v2 import functional as TF
 
@@ -39,8 +38,10 @@ from fastdstn.data import Augmenter
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from results import RESULTS_CSV, append_rows, machine_info, make_row, time_rows  # noqa: E402
 from timing import clock, interleave, paired, percentiles  # noqa: E402
 
+COLD, WARM = "batched (fastdstn Augmenter)", "batched, 5 calls back to back (per call)"
 BASE = {"hflip": 0.5, "degrees": 15.0, "translate": 0.1, "scale": 0.1, "shear": 5.0, "brightness": 0.3,
         "contrast": 0.3, "saturation": 0.3, "hue": 0.05, "cutout_holes": 1.5, "cutout_length": 12.0}
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
@@ -108,17 +109,19 @@ def tv2_functional(pixels: torch.Tensor, values: dict) -> torch.Tensor:
     return torch.stack(out)
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=15)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", default="1",
                         help="comma-separated torch CPU thread counts, each measured in the same rounds")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "history", "augment.md"))
-    parser.add_argument("--append", action="store_true", help="add a section to --out instead of replacing it")
-    parser.add_argument("--label", default="", help="a note for the section heading (e.g. the malloc settings)")
-    args = parser.parse_args()
+    parser.add_argument("--csv", default=RESULTS_CSV, help="the results table to append the rows to")
+    parser.add_argument("--label", default="", help="the allocator setting measured (recorded as the rows' malloc)")
+    parser.add_argument("--smoke", action="store_true", help="a tiny batch, the fewest rounds; writes nothing")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.rounds, args.batch = 10, 4
     if args.rounds < 10:
         parser.error("--rounds: at least 10 (medians of ≥ 10 rounds)")
     threads = [int(t) for t in args.threads.split(",")]
@@ -137,15 +140,15 @@ def main() -> None:
             augmenter(normalized, values)
 
     providers = {
-        "batched (fastdstn Augmenter)": lambda: augmenter(normalized, values),
-        "batched, 5 calls back to back (per call)": back_to_back,
+        COLD: lambda: augmenter(normalized, values),
+        WARM: back_to_back,
         "tv2-objects (per image)": lambda: tv2_objects(pixels, values),
         "tv2-functional (per image)": lambda: tv2_functional(pixels, values),
     }
 
     def at(t, name):
         # Thread counts are interleaved too, so that load changes hit every setting alike.
-        calls = 5 if name.startswith("batched, 5") else 1
+        calls = 5 if name == WARM else 1
 
         def run():
             torch.set_num_threads(t)
@@ -156,53 +159,30 @@ def main() -> None:
 
     samples, _ = interleave({(t, name): at(t, name) for t in threads for name in providers}, 0.0, args.rounds,
                             args.rounds, warmup=1)
-    times = {k: by_mode["full"] for k, by_mode in samples.items()}
-    load = os.getloadavg() if hasattr(os, "getloadavg") else ("?",) * 3
-    env = " ".join(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))
-    lines = [
-        f"## {args.label or 'default settings'}" + (f" (`{env}`)" if env else ""),
-        "",
-        f"Written by `benchmarks/bench_augment.py --rounds {args.rounds} --threads {args.threads}` on "
-        f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC. "
-        f"Device: {device} ({platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
-        f"load average {load[0]:.2f} at the end: a machine shared with other jobs), "
-        f"torch {torch.__version__}, torchvision {torchvision.__version__}.",
-        "",
-        f"Batch {args.batch}×3×32×32, every image with its own magnitudes (flip, rotation, translation, scale, "
-        f"shear, brightness, contrast, saturation, hue, cutout holes and length), {args.rounds} interleaved "
-        f"rounds after one warm-up. images/s at p20/p50/p80 of the round times (p20 = the slow end); "
-        f"speed-up = median over rounds of (provider time / batched time in the same round and thread count); "
-        f"the back-to-back row is divided by 5 (time per call). best = the fastest round (the least disturbed "
-        f"by other jobs); best vs best = fastest per-image round / fastest back-to-back batched round.",
-        "",
-        "| threads | provider | images/s p20 | images/s p50 | images/s p80 | images/s best | ms / batch (p50) "
-        "| speed-up of batched: cold call | back to back | best vs best |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
-    ]
+    info = machine_info(device)
+    info["malloc"] = args.label or "default"
+    shape = f"B{args.batch} 3x32x32"
+    rows = []
     for t in threads:
-        cold = times[(t, "batched (fastdstn Augmenter)")]
-        warm = times[(t, "batched, 5 calls back to back (per call)")]
-        for name in providers:
-            ts = times[(t, name)]
-            if name.startswith("batched"):
-                ratios = "| — | — | — |"
-            else:
-                ratios = (f"| {statistics.median(paired(ts, cold)):.1f}x "
-                          f"| {statistics.median(paired(ts, warm)):.1f}x "
-                          f"| {min(ts) / min(warm):.1f}x |")
-            p20, p50, p80 = percentiles(ts)
-            lines.append(f"| {t} | {name} | {args.batch / p80:,.0f} | "
-                         f"{args.batch / p50:,.0f} | {args.batch / p20:,.0f} | "
-                         f"{args.batch / min(ts):,.0f} | {p50 * 1e3:.2f} {ratios}")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    if args.append:
-        with open(args.out, "a", encoding="utf-8") as f:
-            f.write("\n" + text)
-    else:
-        with open(args.out, "w", encoding="utf-8") as f:
-            f.write("# Batched per-example augmentation vs per-image torchvision v2\n\n"
-                    "Target: ≥ 20x against a per-example torchvision pipeline.\n\n" + text)
+        seconds = {name: samples[(t, name)]["full"] for name in providers}
+        mode = f"threads={t}"
+        rows += time_rows(info, "augment", "augment", mode, shape, seconds, COLD)
+        warm = seconds[WARM]
+        for name, times in seconds.items():
+            per_second = [args.batch / s for s in times]
+            rows.append(make_row(info, "augment", "augment", name, mode, shape, "images_per_s",
+                                 percentiles(per_second), len(times)))
+            if not name.startswith("batched"):
+                rows.append(make_row(info, "augment", "augment", name, mode, shape, "time_ratio_warm",
+                                     percentiles(paired(times, warm)), len(times)))
+            p20, p50, p80 = percentiles(times)
+            print(f"threads {t} | {name}: {p50 * 1e3:.2f} ms per batch ({p20 * 1e3:.2f}–{p80 * 1e3:.2f}), "
+                  f"{args.batch / p50:,.0f} images/s"
+                  + ("" if name.startswith("batched") else
+                     f", batched is {statistics.median(paired(times, seconds[COLD])):.1f}x faster cold, "
+                     f"{statistics.median(paired(times, warm)):.1f}x back to back"), flush=True)
+    if not args.smoke:
+        append_rows(rows, args.csv)
 
 
 if __name__ == "__main__":

@@ -10,15 +10,16 @@ Providers:
   mm-floor   (linear only) the bare torch.mm calls of the same shapes: x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ forward and
              ∂ẏ·W_g, ∂ẏᵀ·x backward: the GEMM floor that a fused op can approach but not beat.
 
-    python benchmarks/bench_ops_cpp.py                 # print the table
-    python benchmarks/bench_ops_cpp.py --append        # also append it to benchmarks/history/ops_cpp.md
+    python benchmarks/bench_ops_cpp.py                 # append the rows (suite ops_cpp) to benchmarks/results.csv
+    python benchmarks/report.py                        # then render them into RESULTS.md
+
+(benchmarks/history/ops_cpp.md holds the tables this script appended there before it wrote results.csv.)
 """
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform
+import statistics
 import sys
 
 import torch
@@ -33,6 +34,7 @@ sys.path.insert(0, HERE)
 
 import cases  # noqa: E402
 import timing  # noqa: E402
+from results import RESULTS_CSV, append_rows, machine_info, time_rows  # noqa: E402
 
 
 def _response_step(op, a, leaves, *geometry):
@@ -66,63 +68,52 @@ def rounds_for(ms_estimate: float, budget_s: float) -> int:
     return int(max(15, min(200, budget_s * 1e3 / max(ms_estimate, 1e-3))))
 
 
-def _timed_rows(providers, budget_s):
-    """Every provider's Summary in ms, the number of rounds sized from one call of the reference."""
+def _seconds(providers, budget_s):
+    """Every provider's seconds per round, interleaved, the number of rounds sized from one call of the
+    reference."""
     estimate = timing.measure({"reference": providers["reference"]}, 1)["reference"].p50
-    return timing.measure(providers, rounds_for(estimate, budget_s), warmup=3)
+    rounds = rounds_for(estimate, budget_s)
+    samples, _ = timing.interleave({n: timing.timed(fn) for n, fn in providers.items()}, 0.0, rounds, rounds,
+                                   warmup=3)
+    return {n: by_mode["full"] for n, by_mode in samples.items()}
 
 
-def main():
+def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--append", action="store_true", help="append the table to benchmarks/history/ops_cpp.md")
     parser.add_argument("--budget", type=float, default=4.0, help="seconds of timing per size and provider")
-    parser.add_argument("--note", default="", help="a line to put under the table's heading")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (default: torch's default)")
     parser.add_argument("--only", default="", help="run only rows whose op or size contains this text")
+    parser.add_argument("--csv", default=RESULTS_CSV, help="the results table to append the rows to")
     parser.add_argument("--default-malloc", action="store_true",
                         help="leave glibc's malloc at its defaults (the CLI keeps freed memory for reuse)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    malloc = "glibc defaults" if args.default_malloc or not keep_freed_memory() else "freed memory kept"
+    info = machine_info(torch.device("cpu"))
+    info["malloc"] = "default" if args.default_malloc or not keep_freed_memory() else "kept"
     if not cpp.AVAILABLE:
         raise SystemExit(f"fastdstn.ops.cpp is unavailable: {cpp.UNAVAILABLE_REASON}")
+    info["cpu_isa"] = cpp.CPU_ISA or "none"
+    info["small_gemm"] = "on" if cpp.SMALL_GEMM else "off"
     torch.manual_seed(0)
-    lines = ["| op | size | cpp ms (p20–p80) | reference ms | mm-floor ms | cpp / floor | reference / cpp |",
-             "|---|---|---|---|---|---|---|"]
-
-    def row(op, size, res):
-        c, r = res["cpp"], res["reference"]
-        f = res.get("mm-floor")
-        floor_txt = f"{f.p50:.3f}" if f else "–"
-        ratio_txt = f"{c.p50 / f.p50:.2f}x" if f else "–"
-        line = (f"| {op} | {size} | {c.p50:.3f} ({c.p20:.3f}–{c.p80:.3f}) | {r.p50:.3f} | {floor_txt} | "
-                f"{ratio_txt} | {r.p50 / c.p50:.2f}x |")
-        print(line, flush=True)
-        lines.append(line)
-
-    print("\n".join(lines), flush=True)
-    for B, n_in, n_out in cases.LINEAR_SHAPES + cases.MLP_LAYER_SHAPES:
-        if args.only and args.only not in f"linear ({B}, {n_in}, {n_out})":
+    rows = []
+    work = [("stn_linear_dual", f"({B}, {n_in}, {n_out})", f"linear ({B}, {n_in}, {n_out})",
+             lambda B=B, n_in=n_in, n_out=n_out: linear_case(B, n_in, n_out))
+            for B, n_in, n_out in cases.LINEAR_SHAPES + cases.MLP_LAYER_SHAPES]
+    work += [("stn_conv2d_dual", f"{name}: B={B} {c_in}→{c_out} k{k} {hw}×{hw}" + ("" if has_xt else ", ẋ=0"),
+              f"conv {name}", lambda shape=shape: conv_case(*shape))
+             for name, shape in zip(cases.CONV_NAMES, cases.CONV_SHAPES)
+             for B, c_in, c_out, hw, k, pad, has_xt in [shape]]
+    for op, size, label, build in work:
+        if args.only and args.only not in label:
             continue
-        row("stn_linear_dual fwd+bwd", f"({B}, {n_in}, {n_out})",
-            _timed_rows(linear_case(B, n_in, n_out), args.budget))
-    for name, (B, c_in, c_out, hw, k, pad, has_xt) in zip(cases.CONV_NAMES, cases.CONV_SHAPES):
-        if args.only and args.only not in f"conv {name}":
-            continue
-        size = f"{name}: B={B} {c_in}→{c_out} k{k} {hw}×{hw}" + ("" if has_xt else ", ẋ=0")
-        row("stn_conv2d_dual fwd+bwd", size,
-            _timed_rows(conv_case(B, c_in, c_out, hw, k, pad, has_xt), args.budget))
-
-    if args.append:
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
-        head = (f"\n## {stamp} — torch {torch.__version__}, {torch.get_num_threads()} threads, "
-                f"{platform.processor() or platform.machine()}, CPU loops: {cpp.CPU_ISA}, "
-                f"small-batch GEMM kernel: {'on' if cpp.SMALL_GEMM else 'off'}, malloc: {malloc}\n\n")
-        if args.note:
-            head += args.note + "\n\n"
-        with open(os.path.join(HERE, "history", "ops_cpp.md"), "a") as f:
-            f.write(head + "\n".join(lines) + "\n")
+        providers = build()
+        seconds = _seconds(providers, args.budget)
+        denominator = "mm-floor" if "mm-floor" in providers else "cpp"
+        rows += time_rows(info, "ops_cpp", op, "fwd+bwd", size, seconds, denominator)
+        print(f"{op} {size}: " + ", ".join(f"{n} {statistics.median(t) * 1e3:.3f} ms" for n, t in seconds.items()),
+              flush=True)
+    append_rows(rows, args.csv)
 
 
 if __name__ == "__main__":

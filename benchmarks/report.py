@@ -142,12 +142,64 @@ def render_markdown(rows: List[Row], command: str = "python benchmarks/run_all.p
                     cells.append("–" if r is None else f"{float(r['p50']):.1f}")
                 out.append("| " + " | ".join(cells) + " |")
             out.append("")
+    for suite, (title, note) in SUITES.items():
+        out += suite_section(table, suite, title, note)
     out += observations(table, rat)
     out += time_to_quality_section(directory)
     plots = [p for p in ("ops_ratio.png", "steps_ratio.png") if os.path.exists(os.path.join(directory, p))]
     if plots:
         out += ["## Plots", ""] + [f"![{p}]({p})" for p in plots] + [""]
     return "\n".join(out)
+
+
+# The suites of the benchmarks of one subject (they append to results.csv): title and what their rows measure.
+SUITES = {
+    "ops_cpp": ("Compiled ops against the reference and the GEMM floor",
+                "`python benchmarks/bench_ops_cpp.py`: each dual op's forward plus Δ-STN's response-sub-step "
+                "backward (grads of ẋ, W_r, b_r, V), per provider on the same inputs, interleaved. mm-floor = the "
+                "bare torch.mm calls of the same shapes (linear only). time_ratio = median of the per-round "
+                "ratios to mm-floor (linear) or to cpp (conv)."),
+    "attention": ("attention_dual: dual forward and tangent-path backward",
+                  "`python benchmarks/bench_attention.py [--gpu] [--block-sweep] [--routing-overhead]`: (O, Ȯ) and "
+                  "the gradients of a loss on Ȯ w.r.t. (q̇, k̇, v̇) per provider (dual / triton: fastdstn; "
+                  "fwAD-math: forward-mode AD through PyTorch's math SDPA kernel; sdpa / sdpa-flash: plain attention "
+                  "training, for scale). peak_MB: the bytes allocated during one forward + backward above what "
+                  "existed before it. time_ratio: median of per-round ratios to sdpa (sdpa-flash on a GPU); "
+                  "block_sweep: the reference's query rows per block; routing: Δ-STN steps of models without "
+                  "attention with dual_attention() on and off (ratio on / off)."),
+    "augment": ("Batched per-example augmentation against per-image torchvision v2",
+                "`python benchmarks/bench_augment.py`: one batch of 3×32×32 images, every image with its own "
+                "magnitudes; mode = torch threads. time_ms per batch; time_ratio = median of per-round ratios to "
+                "the cold batched call (the speed-up of batched), time_ratio_warm to the back-to-back batched call; "
+                "images_per_s at the round times' p80/p50/p20."),
+}
+
+
+def _cell(row: Optional[Row]) -> str:
+    if row is None:
+        return "–"
+    p20, p50, p80 = (float(row[k]) for k in ("p20", "p50", "p80"))
+    return f"{p50:.4g}" if p20 == p50 == p80 else f"{p50:.4g} ({p20:.4g}–{p80:.4g})"
+
+
+def suite_section(table, suite: str, title: str, note: str) -> List[str]:
+    """One table of a suite's newest rows: a line per (op, shape, mode, provider), a column per metric (median,
+    p20–p80), with the machine and time they were measured on."""
+    rows = [r for r in table.values() if r["suite"] == suite]
+    if not rows:
+        return []
+    metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    lines = list(dict.fromkeys((r["op"], r["shape"], r["mode"], r["provider"]) for r in rows))
+    stamps = sorted(r["timestamp"] for r in rows)
+    first = rows[0]
+    out = [f"## {title}", "", note, "",
+           f"Device `{first['device']}`, CPU `{first['cpu']}`, {first['threads']} torch threads, torch "
+           f"{first['torch']}; measured {stamps[0]} – {stamps[-1]}.", "",
+           "| op | shape | mode | provider | " + " | ".join(metrics) + " |", "|" + "---|" * (4 + len(metrics))]
+    for op, shape, mode, provider in lines:
+        cells = [_cell(table.get((suite, op, provider, mode, shape, m))) for m in metrics]
+        out.append(f"| {op} | {shape} | {mode} | {provider} | " + " | ".join(cells) + " |")
+    return out + [""]
 
 
 def time_to_quality_section(directory: str) -> List[str]:

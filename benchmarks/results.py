@@ -1,7 +1,9 @@
 """The benchmark results table, benchmarks/results.csv: its columns, rows, ratios and the CSV file.
 
 One row per (suite, op, provider, mode, shape, metric) and run, with p20/p50/p80 and the machine it ran on.
-`run_all.py` writes rows, `report.py` renders them, `compare.py` compares the ratios of two tables.
+`run_all.py` writes the ops and steps suites, the benchmarks of one subject append theirs (`append_rows`:
+bench_ops_cpp.py → ops_cpp, bench_attention.py → attention, bench_augment.py → augment); `report.py` renders
+them, `compare.py` compares the ratios of two tables.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Dict, Iterable, List, Optional, Tuple
 import torch
 
 import fastdstn
+from timing import paired, percentiles
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 RESULTS_CSV = os.path.join(HERE, "results.csv")
@@ -41,6 +44,19 @@ def make_row(info, suite, op, provider, mode, shape, metric, values: Tuple[float
                loadavg=f"{os.getloadavg()[0]:.2f}")     # the machine's 1-min load when the case finished
     row.update(info)
     return row
+
+
+def time_rows(info, suite, op, mode, shape, seconds: Dict[str, List[float]], denominator: Optional[str]) -> List[Row]:
+    """The rows of one interleaved measurement (provider → seconds per round): each provider's time_ms, and its
+    time_ratio, the per-round ratios to the `denominator` provider (none for the denominator itself)."""
+    rows = []
+    for provider, times in seconds.items():
+        rows.append(make_row(info, suite, op, provider, mode, shape, "time_ms",
+                             percentiles([t * 1e3 for t in times]), len(times)))
+        if denominator is not None and provider != denominator:
+            rows.append(make_row(info, suite, op, provider, mode, shape, "time_ratio",
+                                 percentiles(paired(times, seconds[denominator])), len(times)))
+    return rows
 
 
 def key(row: Row) -> Tuple[str, ...]:
@@ -90,6 +106,13 @@ def ratios(rows: Iterable[Row]) -> Dict[Tuple[str, ...], float]:
 def read_csv(path: str) -> List[Row]:
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def append_rows(rows: List[Row], path: str = RESULTS_CSV) -> None:
+    """Add a benchmark's rows to the table, keeping the rows of every other suite (the report reads the newest
+    row of each key)."""
+    write_csv(path, rows, append=True)
+    print(f"appended {len(rows)} rows to {path}; `python benchmarks/report.py` renders them")
 
 
 def write_csv(path: str, rows: List[Row], append: bool = False) -> None:

@@ -35,7 +35,7 @@ import cases  # noqa: E402
 import fastdstn  # noqa: E402
 from fastdstn.ops import cpp  # noqa: E402
 from fastdstn.train.allocator import keep_freed_memory  # noqa: E402
-from results import RESULTS_CSV, Row, machine_info, make_row, write_csv  # noqa: E402
+from results import RESULTS_CSV, Row, machine_info, make_row, time_rows, write_csv  # noqa: E402
 from timing import clock, interleave, paired, percentiles, saved_bytes, timed  # noqa: E402
 
 
@@ -60,13 +60,9 @@ def run_ops(info, device, backends_, budget_s, min_rounds, max_rounds, log, line
 
         providers = {name: phases(*pair) for name, pair in build().items()}
         samples, rounds = interleave(providers, budget_s, min_rounds, max_rounds, warmup=1)
-        for name, by_mode in samples.items():
-            for mode in ("fwd", "bwd", "full"):
-                ms = [s * 1e3 for s in by_mode[mode]]
-                rows.append(make_row(info, "ops", op, name, mode, shape, "time_ms", percentiles(ms), rounds))
-                if name != "floor":
-                    rows.append(make_row(info, "ops", op, name, mode, shape, "time_ratio",
-                                         percentiles(paired(by_mode[mode], samples["floor"][mode])), rounds))
+        for mode in ("fwd", "bwd", "full"):
+            rows += time_rows(info, "ops", op, mode, shape, {n: by_mode[mode] for n, by_mode in samples.items()},
+                              "floor")
         log(f"  {op:16s} {shape:28s} rounds {rounds:3d}  " + "  ".join(
             f"{n} {statistics.median(paired(samples[n]['full'], samples['floor']['full'])):.2f}x"
             for n in samples if n != "floor"))

@@ -94,7 +94,7 @@ class BatchReductions {
 
   bool active() const { return width_ > 0; }
   // Chunk k's (H, R) accumulator of hᵀ·[Σ_p g⊙z_r | Σ_p g] (null when ∂V is not asked for).
-  S* dVt(int64_t k) { return e_.dV ? partial_.data() + k * width_ : nullptr; }
+  S* dV_transposed(int64_t k) { return e_.dV ? partial_.data() + k * width_ : nullptr; }
   // Chunk k's (C) accumulator of Σ t·Σ_p g (null when ∂b_r is not asked for).
   S* dbr(int64_t k) { return e_.dbr ? partial_.data() + k * width_ + (e_.dV ? e_.H * R_ : 0) : nullptr; }
 
@@ -142,7 +142,7 @@ void dense_backward_rows(const DenseBackward& e) {
   const int64_t chunks = chunk_count(B, grain_rows(C));
   BatchReductions<S> sums(e, chunks);
   for_chunks(B, chunks, [&](int64_t b0, int64_t b1, int64_t k) {
-    S* dVt = sums.dVt(k);
+    S* dV_transposed = sums.dV_transposed(k);
     S* dbr = sums.dbr(k);
     for (int64_t b = b0; b < b1; ++b) {
       const S* s = st + b * stw;
@@ -168,10 +168,10 @@ void dense_backward_rows(const DenseBackward& e) {
 #pragma omp simd
         for (int64_t c = 0; c < C; ++c) tg_r[c] = g_r[c] * s[C + c];
       }
-      if (dVt) {
+      if (dV_transposed) {
         for (int64_t j = 0; j < H; ++j) {
           const S hj = h[b * H + j];
-          S* acc = dVt + j * stw;
+          S* acc = dV_transposed + j * stw;
 #pragma omp simd
           for (int64_t c = 0; c < C; ++c) acc[c] += hj * m::stn_scale_grad(g_r[c], zr_r[c]);
           if (e.has_t) {
@@ -197,7 +197,7 @@ void dense_backward_planes(const DenseBackward& e) {
   BatchReductions<S> sums(e, chunks);
   const bool plane_sums = dst || tg || sums.active();
   for_chunks(B * C, chunks, [&](int64_t q0, int64_t q1, int64_t k) {
-    S* dVt = sums.dVt(k);
+    S* dV_transposed = sums.dV_transposed(k);
     S* dbr = sums.dbr(k);
     for (int64_t q = q0; q < q1; ++q) {
       const int64_t b = q / C, c = q % C;
@@ -223,10 +223,10 @@ void dense_backward_planes(const DenseBackward& e) {
         if (e.has_t) dst[b * stw + C + c] = sg * br[c];
       }
       if (tg) tg[q] = sg * t;
-      if (dVt) {
+      if (dV_transposed) {
         for (int64_t j = 0; j < H; ++j) {
-          dVt[j * stw + c] += h[b * H + j] * sgz;
-          if (e.has_t) dVt[j * stw + C + c] += h[b * H + j] * sg;
+          dV_transposed[j * stw + c] += h[b * H + j] * sgz;
+          if (e.has_t) dV_transposed[j * stw + C + c] += h[b * H + j] * sg;
         }
       }
       if (dbr) dbr[c] += sg * t;
@@ -237,16 +237,16 @@ void dense_backward_planes(const DenseBackward& e) {
 
 // [s | t] = h·Vᵀ row by row: out[b, :] = Σ_j h[b, j]·Vᵀ[j, :], contiguous axpys over R.
 template <class S>
-void small_product_loop(const S* h, const S* Vt, S* out, int64_t B, int64_t H, int64_t R) {
+void small_product_loop(const S* h, const S* V_transposed, S* out, int64_t B, int64_t H, int64_t R) {
   at::parallel_for(0, B, grain_rows(R * H), [&](int64_t b0, int64_t b1) {
     for (int64_t b = b0; b < b1; ++b) {
       S* o = out + b * R;
       const S* hb = h + b * H;
 #pragma omp simd
-      for (int64_t r = 0; r < R; ++r) o[r] = hb[0] * Vt[r];
+      for (int64_t r = 0; r < R; ++r) o[r] = hb[0] * V_transposed[r];
       for (int64_t j = 1; j < H; ++j) {
         const S hj = hb[j];
-        const S* v = Vt + j * R;
+        const S* v = V_transposed + j * R;
 #pragma omp simd
         for (int64_t r = 0; r < R; ++r) o[r] += hj * v[r];
       }
@@ -275,11 +275,11 @@ inline void small_product(const at::Tensor& h, const at::Tensor& V, const at::Te
   const int64_t B = h.size(0), H = h.size(1), R = V.size(0);
   AT_DISPATCH_FLOATING_TYPES(h.scalar_type(), "fastdstn_small_product_cpu", [&] {
     // Vᵀ by hand: V.t().contiguous() went through a TensorIterator copy, ~5 µs even for a 4 × 3 V.
-    std::vector<scalar_t> Vt(static_cast<size_t>(H * R));
+    std::vector<scalar_t> V_transposed(static_cast<size_t>(H * R));
     const auto v = V.accessor<scalar_t, 2>();
     for (int64_t r = 0; r < R; ++r) {
-      for (int64_t j = 0; j < H; ++j) Vt[j * R + r] = v[r][j];
+      for (int64_t j = 0; j < H; ++j) V_transposed[j * R + r] = v[r][j];
     }
-    small_product_loop<scalar_t>(h.data_ptr<scalar_t>(), Vt.data(), out.data_ptr<scalar_t>(), B, H, R);
+    small_product_loop<scalar_t>(h.data_ptr<scalar_t>(), V_transposed.data(), out.data_ptr<scalar_t>(), B, H, R);
   });
 }

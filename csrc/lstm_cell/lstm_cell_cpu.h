@@ -51,14 +51,14 @@ void lstm_forward_loop(const LstmForward& e) {
         const Vec<S> g = vload(gr + 2 * H + j, n).tanh(), o = vsigmoid(vload(gr + 3 * H + j, n));
         const Vec<S> c = vload(C0 + k, n);
         const Vec<S> cn = m::lstm_cell(i, f, g, c);
-        const Vec<S> tc = cn.tanh();
+        const Vec<S> tanh_c = cn.tanh();
         vstore(cn, Co + k, n);
-        vstore((o * tc), Ho + k, n);
+        vstore((o * tanh_c), Ho + k, n);
         if (Hto) {
           const Vec<S> cnt = m::lstm_cell_tangent(i, f, g, c, load_or_zero(gtr, j, n), load_or_zero(gtr, H + j, n),
                                                   load_or_zero(gtr, 2 * H + j, n), load_or_zero(Ct, k, n));
           vstore(cnt, Cto + k, n);
-          vstore(m::lstm_hidden_tangent(o, tc, load_or_zero(gtr, 3 * H + j, n), cnt), Hto + k, n);
+          vstore(m::lstm_hidden_tangent(o, tanh_c, load_or_zero(gtr, 3 * H + j, n), cnt), Hto + k, n);
         }
       }
     }
@@ -79,8 +79,8 @@ void lstm_backward_loop(const LstmBackward& e) {
         const Vec<S> i = vsigmoid(vload(gr + j, n)), f = vsigmoid(vload(gr + H + j, n));
         const Vec<S> g = vload(gr + 2 * H + j, n).tanh(), o = vsigmoid(vload(gr + 3 * H + j, n));
         const Vec<S> c = vload(C0 + k, n);
-        const Vec<S> tc = m::lstm_cell(i, f, g, c).tanh();
-        const auto r_ = m::lstm_backward(i, f, g, o, c, tc, load_or_zero(gtr, j, n), load_or_zero(gtr, H + j, n),
+        const Vec<S> tanh_c = m::lstm_cell(i, f, g, c).tanh();
+        const auto r_ = m::lstm_backward(i, f, g, o, c, tanh_c, load_or_zero(gtr, j, n), load_or_zero(gtr, H + j, n),
                                          load_or_zero(gtr, 2 * H + j, n), load_or_zero(gtr, 3 * H + j, n),
                                          load_or_zero(Ct, k, n), load_or_zero(gh, k, n), load_or_zero(ght, k, n),
                                          load_or_zero(gc, k, n), load_or_zero(gct, k, n));

@@ -25,13 +25,13 @@ __global__ void lstm_forward_kernel(LstmForward e) {
     const A i = dsigmoid(static_cast<A>(G[q])), f = dsigmoid(static_cast<A>(G[q + H]));
     const A g = dtanh(static_cast<A>(G[q + 2 * H])), o = dsigmoid(static_cast<A>(G[q + 3 * H]));
     const A c = static_cast<A>(C0[k]);
-    const A cn = math::lstm_cell(i, f, g, c), tc = dtanh(cn);
+    const A cn = math::lstm_cell(i, f, g, c), tanh_c = dtanh(cn);
     Co[k] = static_cast<S>(cn);
-    Ho[k] = static_cast<S>(o * tc);
+    Ho[k] = static_cast<S>(o * tanh_c);
     if (Hto) {
       const A cnt = math::lstm_cell_tangent(i, f, g, c, ld<A>(Gt, q), ld<A>(Gt, q + H), ld<A>(Gt, q + 2 * H), ld<A>(Ct, k));
       Cto[k] = static_cast<S>(cnt);
-      Hto[k] = static_cast<S>(math::lstm_hidden_tangent(o, tc, ld<A>(Gt, q + 3 * H), cnt));
+      Hto[k] = static_cast<S>(math::lstm_hidden_tangent(o, tanh_c, ld<A>(Gt, q + 3 * H), cnt));
     }
   }
 }
@@ -46,8 +46,8 @@ __global__ void lstm_backward_kernel(LstmBackward e) {
     const A i = dsigmoid(static_cast<A>(G[q])), f = dsigmoid(static_cast<A>(G[q + H]));
     const A g = dtanh(static_cast<A>(G[q + 2 * H])), o = dsigmoid(static_cast<A>(G[q + 3 * H]));
     const A c = static_cast<A>(C0[k]);
-    const A tc = dtanh(math::lstm_cell(i, f, g, c));
-    const auto d = math::lstm_backward(i, f, g, o, c, tc, ld<A>(Gt, q), ld<A>(Gt, q + H), ld<A>(Gt, q + 2 * H),
+    const A tanh_c = dtanh(math::lstm_cell(i, f, g, c));
+    const auto d = math::lstm_backward(i, f, g, o, c, tanh_c, ld<A>(Gt, q), ld<A>(Gt, q + H), ld<A>(Gt, q + 2 * H),
                                     ld<A>(Gt, q + 3 * H), ld<A>(Ct, k), ld<A>(gh, k), ld<A>(ght, k), ld<A>(gc, k),
                                     ld<A>(gct, k));
     if (dG) {

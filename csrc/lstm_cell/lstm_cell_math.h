@@ -10,7 +10,7 @@ namespace fastdstn {
 namespace math {
 
 // Arguments are the activated gates i = σ(a_i), f = σ(a_f), g = tanh(a_g), o = σ(a_o), the old
-// cell c, tanh of the new cell tc, and the tangents of the pre-activations (ȧ_*) and of c (ċ);
+// cell c, tanh of the new cell tanh_c, and the tangents of the pre-activations (ȧ_*) and of c (ċ);
 // absent tangents are passed as zero.
 
 template <class T>
@@ -25,11 +25,11 @@ FD_HD T lstm_cell_tangent(T i, T f, T g, T c, T ait, T aft, T agt, T ct) {
   return f * ct + (f * (one - f) * aft) * c + (i * (one - i) * ait) * g + i * ((one - g * g) * agt);
 }
 
-// ḣ' = σ'(a_o) ȧ_o tc + o (1 − tc²) ċ'
+// ḣ' = σ'(a_o) ȧ_o tanh_c + o (1 − tanh_c²) ċ'
 template <class T>
-FD_HD T lstm_hidden_tangent(T o, T tc, T aot, T cnt) {
+FD_HD T lstm_hidden_tangent(T o, T tanh_c, T aot, T cnt) {
   const T one(1);
-  return (o * (one - o) * aot) * tc + o * ((one - tc * tc) * cnt);
+  return (o * (one - o) * aot) * tanh_c + o * ((one - tanh_c * tanh_c) * cnt);
 }
 
 // Backward of (h', ḣ', c', ċ') with cotangents gh, ght, gc, gct (zero where absent).
@@ -40,19 +40,19 @@ struct LstmGrads {
 };
 
 template <class T>
-FD_HD LstmGrads<T> lstm_backward(T i, T f, T g, T o, T c, T tc, T ait, T aft, T agt, T aot, T ct, T gh, T ght,
+FD_HD LstmGrads<T> lstm_backward(T i, T f, T g, T o, T c, T tanh_c, T ait, T aft, T agt, T aot, T ct, T gh, T ght,
                                  T gc, T gct) {
   const T one(1), two(2);
-  const T si = i * (one - i), sf = f * (one - f), so = o * (one - o), tg = one - g * g;
-  const T di = si * ait, df = sf * aft, dg = tg * agt, dO = so * aot;
+  const T si = i * (one - i), sf = f * (one - f), so = o * (one - o), tanh_prime_g = one - g * g;
+  const T di = si * ait, df = sf * aft, dg = tanh_prime_g * agt, dO = so * aot;
   const T cnt = f * ct + df * c + di * g + i * dg;  // ċ'
-  const T tc2 = one - tc * tc;
-  // ḣ' = dO·tc + o·tc2·ċ' and h' = o·tc
-  const T g_dO = ght * tc;
-  const T g_tc = ght * (dO - two * o * tc * cnt) + gh * o;
-  T g_o = ght * tc2 * cnt + gh * tc;
-  const T g_cnt = gct + ght * o * tc2;
-  const T g_cn = gc + g_tc * tc2;
+  const T tanh_prime_c = one - tanh_c * tanh_c;
+  // ḣ' = dO·tanh_c + o·tanh_prime_c·ċ' and h' = o·tanh_c
+  const T g_dO = ght * tanh_c;
+  const T g_tanh_c = ght * (dO - two * o * tanh_c * cnt) + gh * o;
+  T g_o = ght * tanh_prime_c * cnt + gh * tanh_c;
+  const T g_cnt = gct + ght * o * tanh_prime_c;
+  const T g_cn = gc + g_tanh_c * tanh_prime_c;
   // ċ' = f ċ + df c + di g + i dg and c' = f c + i g
   T g_f = g_cnt * ct + g_cn * c;
   T g_g = g_cnt * di + g_cn * i;
@@ -64,7 +64,7 @@ FD_HD LstmGrads<T> lstm_backward(T i, T f, T g, T o, T c, T tc, T ait, T aft, T 
   // tangents of the activations: d* = act'(a)·ȧ, whose derivative in the activation is act''/act'
   r.dait = g_di * si;
   r.daft = g_df * sf;
-  r.dagt = g_dg * tg;
+  r.dagt = g_dg * tanh_prime_g;
   r.daot = g_dO * so;
   g_i = g_i + g_di * ait * (one - two * i);
   g_f = g_f + g_df * aft * (one - two * f);
@@ -72,7 +72,7 @@ FD_HD LstmGrads<T> lstm_backward(T i, T f, T g, T o, T c, T tc, T ait, T aft, T 
   g_o = g_o + g_dO * aot * (one - two * o);
   r.dai = g_i * si;
   r.daf = g_f * sf;
-  r.dag = g_g * tg;
+  r.dag = g_g * tanh_prime_g;
   r.dao = g_o * so;
   return r;
 }

@@ -10,8 +10,8 @@ from fastdstn.ops import cpp
 from fastdstn.ops import reference as ref
 from fastdstn.ops.dispatch import resolve
 
-from op_cases import (DEVICE, GRADCHECK_CONV_CASES, LINEAR_CASES, compiled, conv_args, dense_args, dense_inputs, flat,
-                      linear_args, listed, lstm_args, needs_cpp, needs_triton, nonlinear_args, triton_module)
+from op_cases import (DEVICE, GRADCHECK_CONV_CASES, LINEAR_CASES, compiled, conv_args, dense_inputs, flat, linear_args,
+                      listed, lstm_args, named, needs_cpp, needs_triton, nonlinear_args, triton_module)
 
 TLIN = triton_module("dense.triton")
 
@@ -24,7 +24,7 @@ def test_bad_dropout_and_conv_arguments_are_named():
         ops.dropout_dual(torch.ones(2, 3), None, torch.tensor([0.1, 1.0]), seed=0)
     with pytest.raises(ValueError, match=r"rate: expected shape \(2,\)"):
         ops.dropout_dual(torch.ones(2, 3), None, torch.tensor([0.1]), seed=0)
-    a = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in dense_args(conv=True).items()}
+    a = named(dense_inputs(4, 5, 3, 2, conv=(6, 6, 3, 1), grads="none"))
     with pytest.raises(ValueError, match=r"x: expected 10 input channels"):
         ops.stn_conv2d(a["x"], a["h"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"], groups=2)
     with pytest.raises(ValueError, match="use_backend"):
@@ -38,7 +38,7 @@ def test_missing_backend_falls_back_to_reference_with_one_warning(monkeypatch):
     monkeypatch.setitem(dispatch._loaded, "triton", None)
     monkeypatch.setitem(dispatch._load_errors, "triton", "not built for this test")
     monkeypatch.setattr(dispatch, "_warned", set())
-    a = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in dense_args().items()}
+    a = named(dense_inputs(4, 5, 3, 2, grads="none"))
     expected = ops.reference.stn_linear(a["x"], a["h"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"])
     with ops.use_backend("triton"):
         with pytest.warns(RuntimeWarning, match="not built for this test"):
@@ -52,7 +52,7 @@ def test_missing_backend_falls_back_to_reference_with_one_warning(monkeypatch):
 
 @pytest.mark.usefixtures("reference_backend")
 def test_device_mismatch_is_named():
-    a = {k: (v.detach() if isinstance(v, torch.Tensor) else v) for k, v in dense_args(dtype=torch.float32).items()}
+    a = named(dense_inputs(4, 5, 3, 2, dtype=torch.float32, grads="none"))
     with pytest.raises(ValueError, match=r"V: expected device cpu \(the device of x\), received .*device meta"):
         ops.stn_linear(a["x"], a["h"], a["Wg"], a["bg"], a["Wr"], a["br"], a["V"].to("meta"))
 

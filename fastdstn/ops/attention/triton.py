@@ -86,13 +86,14 @@ def _tuned(kind: str, key: List[str], kernel):
 # ----------------------------------------------------------------------------------------------------
 
 @triton.jit
-def _keep_scale(rate_ptr, example, row, col, head, seed, ACC: tl.constexpr):
-    """The scaled keep mask 1/(1 − p) or 0 of the (row, col) tile of attention weights of `head`."""
+def _keep_scale(rate_ptr, example, row, col, batch_head, seed, ACC: tl.constexpr):
+    """The scaled keep mask 1/(1 − p) or 0 of the (row, col) tile of attention weights of head `batch_head`
+    (example·heads + head)."""
     p = tl.load(rate_ptr + example)
     zero = tl.zeros(row.shape, dtype=tl.uint32) + tl.zeros(col.shape, dtype=tl.uint32)
     c0 = zero + col.to(tl.uint32)
     c1 = zero + row.to(tl.uint32)
-    c2 = zero + head.to(tl.uint32)
+    c2 = zero + batch_head.to(tl.uint32)
     draw, _, _, _ = tl.philox(seed, c0, c1, c2, zero)
     # Drawn against the float32 rate, scaled in the accumulator dtype (as the reference backend does).
     keep = tl.uint_to_uniform_float(draw) >= p.to(tl.float32)
@@ -116,32 +117,32 @@ def _scores(q, kT, mask_ptr, sm_q, sm_k, rows, cols, TQ, TK, scale,
 @triton.jit
 def _attention_fwd_kernel(
         q_ptr, k_ptr, v_ptr, qt_ptr, kt_ptr, vt_ptr, mask_ptr, rate_ptr, o_ptr, ot_ptr, lse_ptr,
-        sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
-        sqt_b, sqt_h, sqt_t, skt_b, skt_h, skt_t, svt_b, svt_h, svt_t,
+        sq_b, sq_h, sq_seq, sk_b, sk_h, sk_seq, sv_b, sv_h, sv_seq,
+        sqt_b, sqt_h, sqt_seq, skt_b, skt_h, skt_seq, svt_b, svt_h, svt_seq,
         sm_b, sm_h, sm_q, sm_k,
-        H, TQ, TK, D, DV, scale, seed,
+        heads, TQ, TK, D, DV, scale, seed,
         HAS_QT: tl.constexpr, HAS_KT: tl.constexpr, HAS_VT: tl.constexpr, HAS_MASK: tl.constexpr,
         CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     pid_m = tl.program_id(0)
-    head = tl.program_id(1)
-    b = head // H
-    h = head % H
+    batch_head = tl.program_id(1)
+    example = batch_head // heads
+    head = batch_head % heads
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < TQ
-    q_off = b.to(tl.int64) * sq_b + h.to(tl.int64) * sq_h + rows[:, None] * sq_t + offs_d[None, :]
+    q_off = example.to(tl.int64) * sq_b + head.to(tl.int64) * sq_h + rows[:, None] * sq_seq + offs_d[None, :]
     q_mask = row_ok[:, None] & (offs_d[None, :] < D)
     q = tl.load(q_ptr + q_off, mask=q_mask, other=0.0)
     if HAS_QT:
-        qt_off = b.to(tl.int64) * sqt_b + h.to(tl.int64) * sqt_h + rows[:, None] * sqt_t + offs_d[None, :]
+        qt_off = example.to(tl.int64) * sqt_b + head.to(tl.int64) * sqt_h + rows[:, None] * sqt_seq + offs_d[None, :]
         qt = tl.load(qt_ptr + qt_off, mask=q_mask, other=0.0)
-    k_base = k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h
-    kt_base = kt_ptr + b.to(tl.int64) * skt_b + h.to(tl.int64) * skt_h
-    v_base = v_ptr + b.to(tl.int64) * sv_b + h.to(tl.int64) * sv_h
-    vt_base = vt_ptr + b.to(tl.int64) * svt_b + h.to(tl.int64) * svt_h
-    m_base = mask_ptr + b.to(tl.int64) * sm_b + h.to(tl.int64) * sm_h
+    k_base = k_ptr + example.to(tl.int64) * sk_b + head.to(tl.int64) * sk_h
+    kt_base = kt_ptr + example.to(tl.int64) * skt_b + head.to(tl.int64) * skt_h
+    v_base = v_ptr + example.to(tl.int64) * sv_b + head.to(tl.int64) * sv_h
+    vt_base = vt_ptr + example.to(tl.int64) * svt_b + head.to(tl.int64) * svt_h
+    m_base = mask_ptr + example.to(tl.int64) * sm_b + head.to(tl.int64) * sm_h
 
     m_i = tl.full((BLOCK_M,), float("-inf"), dtype=ACC)
     l_i = tl.zeros((BLOCK_M,), dtype=ACC)
@@ -155,7 +156,7 @@ def _attention_fwd_kernel(
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < TK
         kT_mask = (offs_d[:, None] < D) & col_ok[None, :]
-        kT = tl.load(k_base + cols[None, :] * sk_t + offs_d[:, None], mask=kT_mask, other=0.0)
+        kT = tl.load(k_base + cols[None, :] * sk_seq + offs_d[:, None], mask=kT_mask, other=0.0)
         s = _scores(q, kT, m_base, sm_q, sm_k, rows[:, None], cols[None, :], TQ, TK, scale,
                     HAS_MASK, CAUSAL, PRECISION, ACC)
         m_new = tl.maximum(m_i, tl.max(s, 1))
@@ -164,11 +165,11 @@ def _attention_fwd_kernel(
         e = tl.exp(s - m_use[:, None])
         l_i = l_i * alpha + tl.sum(e, 1)
         if DROPOUT:
-            ed = e * _keep_scale(rate_ptr, b, rows[:, None], cols[None, :], head, seed, ACC)
+            ed = e * _keep_scale(rate_ptr, example, rows[:, None], cols[None, :], batch_head, seed, ACC)
         else:
             ed = e
         v_mask = col_ok[:, None] & (offs_dv[None, :] < DV)
-        v = tl.load(v_base + cols[:, None] * sv_t + offs_dv[None, :], mask=v_mask, other=0.0)
+        v = tl.load(v_base + cols[:, None] * sv_seq + offs_dv[None, :], mask=v_mask, other=0.0)
         acc = acc * alpha[:, None] + tl.dot(ed.to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC)
         if HAS_QT or HAS_KT or HAS_VT:
             acc_t = acc_t * alpha[:, None]
@@ -177,20 +178,20 @@ def _attention_fwd_kernel(
             if HAS_QT:
                 st += tl.dot(qt, kT, input_precision=PRECISION, out_dtype=ACC)
             if HAS_KT:
-                ktT = tl.load(kt_base + cols[None, :] * skt_t + offs_d[:, None], mask=kT_mask, other=0.0)
+                ktT = tl.load(kt_base + cols[None, :] * skt_seq + offs_d[:, None], mask=kT_mask, other=0.0)
                 st += tl.dot(q, ktT, input_precision=PRECISION, out_dtype=ACC)
             st = st * scale
             r_acc = r_acc * alpha + tl.sum(e * st, 1)
             acc_t += tl.dot((ed * st).to(v.dtype), v, input_precision=PRECISION, out_dtype=ACC)
         if HAS_VT:
-            vt = tl.load(vt_base + cols[:, None] * svt_t + offs_dv[None, :], mask=v_mask, other=0.0)
+            vt = tl.load(vt_base + cols[:, None] * svt_seq + offs_dv[None, :], mask=v_mask, other=0.0)
             acc_t += tl.dot(ed.to(vt.dtype), vt, input_precision=PRECISION, out_dtype=ACC)
         m_i = m_new
 
     empty = l_i == 0.0
     l_safe = tl.where(empty, 1.0, l_i)
     o = acc / l_safe[:, None]
-    out_off = (head.to(tl.int64) * TQ + rows[:, None]) * DV + offs_dv[None, :]
+    out_off = (batch_head.to(tl.int64) * TQ + rows[:, None]) * DV + offs_dv[None, :]
     out_mask = row_ok[:, None] & (offs_dv[None, :] < DV)
     tl.store(o_ptr + out_off, o.to(o_ptr.dtype.element_ty), mask=out_mask)
     if HAS_QT or HAS_KT or HAS_VT:
@@ -199,36 +200,38 @@ def _attention_fwd_kernel(
             ot -= (r_acc / l_safe)[:, None] * o
         tl.store(ot_ptr + out_off, ot.to(ot_ptr.dtype.element_ty), mask=out_mask)
     lse = tl.where(empty, float("inf"), m_i + tl.log(l_safe))
-    tl.store(lse_ptr + head.to(tl.int64) * TQ + rows, lse.to(lse_ptr.dtype.element_ty), mask=row_ok)
+    tl.store(lse_ptr + batch_head.to(tl.int64) * TQ + rows, lse.to(lse_ptr.dtype.element_ty), mask=row_ok)
 
 
 @triton.jit
 def _attention_bwd_dkdv_kernel(
         q_ptr, k_ptr, v_ptr, g_ptr, lse_ptr, delta_ptr, mask_ptr, rate_ptr, dk_ptr, dv_ptr,
-        sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+        sq_b, sq_h, sq_seq, sk_b, sk_h, sk_seq, sv_b, sv_h, sv_seq,
         sm_b, sm_h, sm_q, sm_k,
-        H, TQ, TK, D, DV, scale, seed,
+        heads, TQ, TK, D, DV, scale, seed,
         NEED_DK: tl.constexpr, NEED_DV: tl.constexpr, HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr,
         DROPOUT: tl.constexpr, PRECISION: tl.constexpr, ACC: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """∂K and ∂V of one block of keys: a loop over the query blocks, in transposed (key × query) tiles."""
     pid_n = tl.program_id(0)
-    head = tl.program_id(1)
-    b = head // H
-    h = head % H
+    batch_head = tl.program_id(1)
+    example = batch_head // heads
+    head = batch_head % heads
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     col_ok = cols < TK
     k_mask = col_ok[:, None] & (offs_d[None, :] < D)
     v_mask = col_ok[:, None] & (offs_dv[None, :] < DV)
-    k = tl.load(k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h + cols[:, None] * sk_t + offs_d[None, :],
+    k = tl.load(k_ptr + example.to(tl.int64) * sk_b + head.to(tl.int64) * sk_h
+                + cols[:, None] * sk_seq + offs_d[None, :],
                 mask=k_mask, other=0.0)
-    v = tl.load(v_ptr + b.to(tl.int64) * sv_b + h.to(tl.int64) * sv_h + cols[:, None] * sv_t + offs_dv[None, :],
+    v = tl.load(v_ptr + example.to(tl.int64) * sv_b + head.to(tl.int64) * sv_h
+                + cols[:, None] * sv_seq + offs_dv[None, :],
                 mask=v_mask, other=0.0)
-    q_base = q_ptr + b.to(tl.int64) * sq_b + h.to(tl.int64) * sq_h
-    g_base = g_ptr + head.to(tl.int64) * TQ * DV
-    m_base = mask_ptr + b.to(tl.int64) * sm_b + h.to(tl.int64) * sm_h
+    q_base = q_ptr + example.to(tl.int64) * sq_b + head.to(tl.int64) * sq_h
+    g_base = g_ptr + batch_head.to(tl.int64) * TQ * DV
+    m_base = mask_ptr + example.to(tl.int64) * sm_b + head.to(tl.int64) * sm_h
     dk = tl.zeros((BLOCK_N, BLOCK_D), dtype=ACC)
     dv = tl.zeros((BLOCK_N, BLOCK_DV), dtype=ACC)
     # Causal: query rows before this block's first key give it no weight.
@@ -238,14 +241,14 @@ def _attention_bwd_dkdv_kernel(
     for start in range(first, TQ, BLOCK_M):
         rows = start + tl.arange(0, BLOCK_M)
         row_ok = rows < TQ
-        qT = tl.load(q_base + rows[None, :] * sq_t + offs_d[:, None],
+        qT = tl.load(q_base + rows[None, :] * sq_seq + offs_d[:, None],
                      mask=(offs_d[:, None] < D) & row_ok[None, :], other=0.0)
-        lse = tl.load(lse_ptr + head.to(tl.int64) * TQ + rows, mask=row_ok, other=float("inf"))
+        lse = tl.load(lse_ptr + batch_head.to(tl.int64) * TQ + rows, mask=row_ok, other=float("inf"))
         sT = _scores(k, qT, m_base, sm_q, sm_k, rows[None, :], cols[:, None], TQ, TK, scale,
                      HAS_MASK, CAUSAL, PRECISION, ACC)
         pT = tl.exp(sT - lse[None, :])
         if DROPOUT:
-            keepT = _keep_scale(rate_ptr, b, rows[None, :], cols[:, None], head, seed, ACC)
+            keepT = _keep_scale(rate_ptr, example, rows[None, :], cols[:, None], batch_head, seed, ACC)
         g = tl.load(g_base + rows[:, None] * DV + offs_dv[None, :],
                     mask=row_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
         if NEED_DV:
@@ -257,11 +260,11 @@ def _attention_bwd_dkdv_kernel(
             dpT = tl.dot(v, tl.trans(g), input_precision=PRECISION, out_dtype=ACC)
             if DROPOUT:
                 dpT = dpT * keepT
-            delta = tl.load(delta_ptr + head.to(tl.int64) * TQ + rows, mask=row_ok, other=0.0)
+            delta = tl.load(delta_ptr + batch_head.to(tl.int64) * TQ + rows, mask=row_ok, other=0.0)
             dsT = pT * (dpT - delta[None, :])
             dk += tl.dot(dsT.to(k.dtype), tl.trans(qT), input_precision=PRECISION, out_dtype=ACC)
-    out_k = (head.to(tl.int64) * TK + cols[:, None]) * D + offs_d[None, :]
-    out_v = (head.to(tl.int64) * TK + cols[:, None]) * DV + offs_dv[None, :]
+    out_k = (batch_head.to(tl.int64) * TK + cols[:, None]) * D + offs_d[None, :]
+    out_v = (batch_head.to(tl.int64) * TK + cols[:, None]) * DV + offs_dv[None, :]
     if NEED_DK:
         tl.store(dk_ptr + out_k, (dk * scale).to(dk_ptr.dtype.element_ty), mask=k_mask)
     if NEED_DV:
@@ -271,31 +274,32 @@ def _attention_bwd_dkdv_kernel(
 @triton.jit
 def _attention_bwd_dq_kernel(
         q_ptr, k_ptr, v_ptr, g_ptr, lse_ptr, delta_ptr, mask_ptr, rate_ptr, dq_ptr,
-        sq_b, sq_h, sq_t, sk_b, sk_h, sk_t, sv_b, sv_h, sv_t,
+        sq_b, sq_h, sq_seq, sk_b, sk_h, sk_seq, sv_b, sv_h, sv_seq,
         sm_b, sm_h, sm_q, sm_k,
-        H, TQ, TK, D, DV, scale, seed,
+        heads, TQ, TK, D, DV, scale, seed,
         HAS_MASK: tl.constexpr, CAUSAL: tl.constexpr, DROPOUT: tl.constexpr, PRECISION: tl.constexpr,
         ACC: tl.constexpr,
         BLOCK_D: tl.constexpr, BLOCK_DV: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
     """∂Q of one block of query rows: a loop over the key blocks."""
     pid_m = tl.program_id(0)
-    head = tl.program_id(1)
-    b = head // H
-    h = head % H
+    batch_head = tl.program_id(1)
+    example = batch_head // heads
+    head = batch_head % heads
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_d = tl.arange(0, BLOCK_D)
     offs_dv = tl.arange(0, BLOCK_DV)
     row_ok = rows < TQ
     q_mask = row_ok[:, None] & (offs_d[None, :] < D)
-    q = tl.load(q_ptr + b.to(tl.int64) * sq_b + h.to(tl.int64) * sq_h + rows[:, None] * sq_t + offs_d[None, :],
+    q = tl.load(q_ptr + example.to(tl.int64) * sq_b + head.to(tl.int64) * sq_h
+                + rows[:, None] * sq_seq + offs_d[None, :],
                 mask=q_mask, other=0.0)
-    g = tl.load(g_ptr + (head.to(tl.int64) * TQ + rows[:, None]) * DV + offs_dv[None, :],
+    g = tl.load(g_ptr + (batch_head.to(tl.int64) * TQ + rows[:, None]) * DV + offs_dv[None, :],
                 mask=row_ok[:, None] & (offs_dv[None, :] < DV), other=0.0)
-    lse = tl.load(lse_ptr + head.to(tl.int64) * TQ + rows, mask=row_ok, other=float("inf"))
-    delta = tl.load(delta_ptr + head.to(tl.int64) * TQ + rows, mask=row_ok, other=0.0)
-    k_base = k_ptr + b.to(tl.int64) * sk_b + h.to(tl.int64) * sk_h
-    v_base = v_ptr + b.to(tl.int64) * sv_b + h.to(tl.int64) * sv_h
-    m_base = mask_ptr + b.to(tl.int64) * sm_b + h.to(tl.int64) * sm_h
+    lse = tl.load(lse_ptr + batch_head.to(tl.int64) * TQ + rows, mask=row_ok, other=float("inf"))
+    delta = tl.load(delta_ptr + batch_head.to(tl.int64) * TQ + rows, mask=row_ok, other=0.0)
+    k_base = k_ptr + example.to(tl.int64) * sk_b + head.to(tl.int64) * sk_h
+    v_base = v_ptr + example.to(tl.int64) * sv_b + head.to(tl.int64) * sv_h
+    m_base = mask_ptr + example.to(tl.int64) * sm_b + head.to(tl.int64) * sm_h
     dq = tl.zeros((BLOCK_M, BLOCK_D), dtype=ACC)
     stop = TK
     if CAUSAL:
@@ -303,19 +307,19 @@ def _attention_bwd_dq_kernel(
     for start in range(0, stop, BLOCK_N):
         cols = start + tl.arange(0, BLOCK_N)
         col_ok = cols < TK
-        k = tl.load(k_base + cols[:, None] * sk_t + offs_d[None, :], mask=col_ok[:, None] & (offs_d[None, :] < D),
+        k = tl.load(k_base + cols[:, None] * sk_seq + offs_d[None, :], mask=col_ok[:, None] & (offs_d[None, :] < D),
                     other=0.0)
         s = _scores(q, tl.trans(k), m_base, sm_q, sm_k, rows[:, None], cols[None, :], TQ, TK, scale,
                     HAS_MASK, CAUSAL, PRECISION, ACC)
         p = tl.exp(s - lse[:, None])
-        vT = tl.load(v_base + cols[None, :] * sv_t + offs_dv[:, None],
+        vT = tl.load(v_base + cols[None, :] * sv_seq + offs_dv[:, None],
                      mask=(offs_dv[:, None] < DV) & col_ok[None, :], other=0.0)
         dp = tl.dot(g, vT, input_precision=PRECISION, out_dtype=ACC)
         if DROPOUT:
-            dp = dp * _keep_scale(rate_ptr, b, rows[:, None], cols[None, :], head, seed, ACC)
+            dp = dp * _keep_scale(rate_ptr, example, rows[:, None], cols[None, :], batch_head, seed, ACC)
         ds = p * (dp - delta[:, None])
         dq += tl.dot(ds.to(k.dtype), k, input_precision=PRECISION, out_dtype=ACC)
-    tl.store(dq_ptr + (head.to(tl.int64) * TQ + rows[:, None]) * D + offs_d[None, :],
+    tl.store(dq_ptr + (batch_head.to(tl.int64) * TQ + rows[:, None]) * D + offs_d[None, :],
              (dq * scale).to(dq_ptr.dtype.element_ty), mask=q_mask)
 
 
@@ -376,20 +380,20 @@ def _forward(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional
     o = torch.empty(out_shape, device=q.device, dtype=q.dtype)
     ot = torch.empty(out_shape, device=q.device, dtype=q.dtype) if tangent else None
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
-    B, H, TQ, D = q4.shape
+    B, heads, TQ, D = q4.shape
     TK, DV = k4.shape[2], v4.shape[3]
-    lse = torch.empty((B * H, TQ), device=q.device, dtype=_stat_dtype(q.dtype))
+    lse = torch.empty((B * heads, TQ), device=q.device, dtype=_stat_dtype(q.dtype))
     if o.numel() == 0 or triton_config.skip_launch(q):
         return o, ot, lse
     qt4, kt4, vt4 = (None if t is None else _as_4d(t) for t in (qt, kt, vt))
     m4 = _mask_4d(mask, q, TK)
-    grid = lambda meta: (triton.cdiv(TQ, meta["BLOCK_M"]), B * H)  # noqa: E731
+    grid = lambda meta: (triton.cdiv(TQ, meta["BLOCK_M"]), B * heads)  # noqa: E731
     wrap_triton(_attention_fwd)[grid](
         q4, k4, v4, q4 if qt4 is None else qt4, k4 if kt4 is None else kt4, v4 if vt4 is None else vt4,
         q4 if m4 is None else m4, q4 if rate is None else rate, o, o if ot is None else ot, lse,
         *_strides(q4), *_strides(k4), *_strides(v4), *_strides(qt4), *_strides(kt4), *_strides(vt4),
         *((0, 0, 0, 0) if m4 is None else m4.stride()),
-        H, TQ, TK, D, DV, scale, seed,
+        heads, TQ, TK, D, DV, scale, seed,
         HAS_QT=qt is not None, HAS_KT=kt is not None, HAS_VT=vt is not None, HAS_MASK=m4 is not None,
         CAUSAL=is_causal, DROPOUT=rate is not None, PRECISION=triton_config.input_precision(q.dtype),
         ACC=triton_config.acc_dtype(q.dtype), BLOCK_D=_block(D), BLOCK_DV=_block(DV))
@@ -408,25 +412,25 @@ def _backward(q: Tensor, k: Tensor, v: Tensor, o: Tensor, lse: Tensor, grad: Ten
     if not (need_q or need_k or need_v) or triton_config.skip_launch(q):
         return [dq, dk, dv]
     q4, k4, v4 = _as_4d(q), _as_4d(k), _as_4d(v)
-    B, H, TQ, D = q4.shape
+    B, heads, TQ, D = q4.shape
     TK, DV = k4.shape[2], v4.shape[3]
     if q4.numel() == 0 or k4.numel() == 0:
         return [t.zero_() for t in (dq, dk, dv)]
     grad = grad.contiguous()
-    delta = (grad.to(lse.dtype) * o.to(lse.dtype)).sum(-1).reshape(B * H, TQ)
+    delta = (grad.to(lse.dtype) * o.to(lse.dtype)).sum(-1).reshape(B * heads, TQ)
     m4 = _mask_4d(mask, q, TK)
     common = dict(HAS_MASK=m4 is not None, CAUSAL=is_causal, DROPOUT=rate is not None,
                   PRECISION=triton_config.input_precision(q.dtype), ACC=triton_config.acc_dtype(q.dtype),
                   BLOCK_D=_block(D), BLOCK_DV=_block(DV))
     operands = (q4, k4, v4, grad, lse, delta, q4 if m4 is None else m4, q4 if rate is None else rate)
     strides = (*_strides(q4), *_strides(k4), *_strides(v4), *((0, 0, 0, 0) if m4 is None else m4.stride()),
-               H, TQ, TK, D, DV, scale, seed)
+               heads, TQ, TK, D, DV, scale, seed)
     if need_k or need_v:
-        grid = lambda meta: (triton.cdiv(TK, meta["BLOCK_N"]), B * H)  # noqa: E731
+        grid = lambda meta: (triton.cdiv(TK, meta["BLOCK_N"]), B * heads)  # noqa: E731
         wrap_triton(_attention_bwd_dkdv)[grid](*operands, dk if need_k else k4, dv if need_v else v4, *strides,
                                                NEED_DK=need_k, NEED_DV=need_v, **common)
     if need_q:
-        grid = lambda meta: (triton.cdiv(TQ, meta["BLOCK_M"]), B * H)  # noqa: E731
+        grid = lambda meta: (triton.cdiv(TQ, meta["BLOCK_M"]), B * heads)  # noqa: E731
         wrap_triton(_attention_bwd_dq)[grid](*operands, dq, *strides, **common)
     return [dq, dk, dv]
 
@@ -552,12 +556,12 @@ def compile_variants(dtype: str, all_configs: bool):
     kernels = (("fwd", _attention_fwd_kernel, dict(HAS_QT=True, HAS_KT=True, HAS_VT=True)),
                ("dkdv", _attention_bwd_dkdv_kernel, dict(NEED_DK=True, NEED_DV=True)),
                ("dq", _attention_bwd_dq_kernel, {}))
-    for head in (64, 128):
+    for head_size in (64, 128):
         for variant, mask, dropout in (("causal", False, False), ("mask", True, False), ("dropout", False, True)):
             flags = dict(HAS_MASK=mask, CAUSAL=not mask, DROPOUT=dropout, PRECISION=precision, ACC=tl.float32,
-                         BLOCK_D=head, BLOCK_DV=head)
+                         BLOCK_D=head_size, BLOCK_DV=head_size)
             for kind, kernel, extra in kernels:
                 for m, n, warps, stages in (CONFIGS[kind] if all_configs else [PINNED_GPU[kind]]):
-                    yield (f"attention_{kind} d{head} {variant} {dtype} {m}x{n} w{warps} s{stages}", kernel,
+                    yield (f"attention_{kind} d{head_size} {variant} {dtype} {m}x{n} w{warps} s{stages}", kernel,
                            dict(flags, BLOCK_M=m, BLOCK_N=n, **extra), pointers,
                            dict(num_warps=warps, num_stages=stages))

@@ -53,11 +53,11 @@ def stn_conv2d_dual(x: Tensor, xt: Optional[Tensor], eps: Tensor, Wg: Tensor, bg
 
 
 # ----------------------------------------------------------------------------- fake kernels
-def _conv_out(x: Tensor, W: Tensor, stride, padding, dilation) -> Tuple:
-    def one(n, k, s, p, d):
-        return (n + 2 * p - d * (k - 1) - 1) // s + 1
-    return (one(x.shape[2], W.shape[2], stride[0], padding[0], dilation[0]),
-            one(x.shape[3], W.shape[3], stride[1], padding[1], dilation[1]))
+def _conv_out(x: Tensor, weight: Tensor, stride, padding, dilation) -> Tuple:
+    def one(size, kernel, step, pad, spacing):
+        return (size + 2 * pad - spacing * (kernel - 1) - 1) // step + 1
+    return (one(x.shape[2], weight.shape[2], stride[0], padding[0], dilation[0]),
+            one(x.shape[3], weight.shape[3], stride[1], padding[1], dilation[1]))
 
 
 def _bias_like(Wg: Tensor, has_bg: bool) -> Optional[Tensor]:

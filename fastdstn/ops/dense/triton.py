@@ -142,7 +142,7 @@ def _stn_fwd_kernel(
     # Epilogue. Register budget: the K loop holds three BLOCK_M x BLOCK_N fp32 tiles, and the epilogue
     # never holds more. The dual y is stored first (acc_g dies); s = ε·V_sᵀ is built by an outer product
     # over H (tl.dot needs dims >= 16; H is 1-30) and multiplies acc_r (which then dies); the bias gate
-    # t⊙b_r = Σ_h ε_h (V_t,h ⊙ b_r) is accumulated straight into the output, so no t tile ever exists.
+    # t⊙b_r = Σ_j ε_j (V_t,j ⊙ b_r) is accumulated straight into the output, so no t tile ever exists.
     if CONV:
         out_off = (example.to(tl.int64) * N * OHW + pixel)[:, None] + (offs_n * OHW)[None, :]
     else:
@@ -159,17 +159,17 @@ def _stn_fwd_kernel(
         out = acc_t  # zeros when HAS_XT is False (the first layer)
 
     s = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for h in range(H):
-        e = tl.load(eps_ptr + example * H + h, mask=mask_m, other=0.0).to(ACC)
-        vs = tl.load(v_ptr + offs_n * H + h, mask=mask_n, other=0.0).to(ACC)
-        s += e[:, None] * vs[None, :]
+    for j in range(H):
+        e = tl.load(eps_ptr + example * H + j, mask=mask_m, other=0.0).to(ACC)
+        v_scale = tl.load(v_ptr + offs_n * H + j, mask=mask_n, other=0.0).to(ACC)
+        s += e[:, None] * v_scale[None, :]
     out += s * acc_r
     if HAS_BR:
         br = tl.load(br_ptr + offs_n, mask=mask_n, other=0.0).to(ACC)
-        for h in range(H):
-            e = tl.load(eps_ptr + example * H + h, mask=mask_m, other=0.0).to(ACC)
-            vt = tl.load(v_ptr + (N + offs_n) * H + h, mask=mask_n, other=0.0).to(ACC)
-            out += e[:, None] * (vt * br)[None, :]
+        for j in range(H):
+            e = tl.load(eps_ptr + example * H + j, mask=mask_m, other=0.0).to(ACC)
+            v_shift = tl.load(v_ptr + (N + offs_n) * H + j, mask=mask_n, other=0.0).to(ACC)
+            out += e[:, None] * (v_shift * br)[None, :]
     if NONLINEAR:
         tl.store(y_ptr + out_off, out.to(y_ptr.dtype.element_ty), mask=out_mask)
     else:
@@ -205,30 +205,30 @@ def _stn_bwd_rows_kernel(
         br = tl.load(br_ptr + offs_n, mask=mask_n, other=0.0).to(ACC)
 
     # Live tiles: ∂ẏ, ∂s = ∂ẏ⊙u and s (the register budget of the forward). No ∂t or t tile is formed:
-    # with col_h = Σ_rows ε_h ∂ẏ (a column vector), ∂V_t[:, h] = b_r ⊙ col_h and ∂b_r = Σ_h V_t[:, h] ⊙ col_h,
-    # and ∂t's share of ∂ε is the row sum of ∂ẏ ⊙ (b_r ⊙ V_t[:, h]).
+    # with col_j = Σ_rows ε_j ∂ẏ (a column vector), ∂V_t[:, j] = b_r ⊙ col_j and ∂b_r = Σ_j V_t[:, j] ⊙ col_j,
+    # and ∂t's share of ∂ε is the row sum of ∂ẏ ⊙ (b_r ⊙ V_t[:, j]).
     s = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
     dbr = tl.zeros((BLOCK_N,), dtype=ACC)
-    for h in range(H):
-        e = tl.load(eps_ptr + offs_m * H + h, mask=mask_m, other=0.0).to(ACC)
-        vs = tl.load(v_ptr + offs_n * H + h, mask=mask_n, other=0.0).to(ACC)
+    for j in range(H):
+        e = tl.load(eps_ptr + offs_m * H + j, mask=mask_m, other=0.0).to(ACC)
+        v_scale = tl.load(v_ptr + offs_n * H + j, mask=mask_n, other=0.0).to(ACC)
         if HAS_BR:
-            vt = tl.load(v_ptr + (N + offs_n) * H + h, mask=mask_n, other=0.0).to(ACC)
+            v_shift = tl.load(v_ptr + (N + offs_n) * H + j, mask=mask_n, other=0.0).to(ACC)
         if NEED_G:
-            s += e[:, None] * vs[None, :]
+            s += e[:, None] * v_scale[None, :]
         if NEED_COL:
             col = tl.sum(dyt * e[:, None], axis=0)
             if NEED_DBR:
-                dbr += vt * col
+                dbr += v_shift * col
         if NEED_DV:
-            tl.atomic_add(dv_ptr + offs_n * H + h, tl.sum(ds * e[:, None], axis=0), mask=mask_n)
+            tl.atomic_add(dv_ptr + offs_n * H + j, tl.sum(ds * e[:, None], axis=0), mask=mask_n)
             if HAS_BR:
-                tl.atomic_add(dv_ptr + (N + offs_n) * H + h, br * col, mask=mask_n)
+                tl.atomic_add(dv_ptr + (N + offs_n) * H + j, br * col, mask=mask_n)
         if NEED_DEPS:
-            de = tl.sum(ds * vs[None, :], axis=1)
+            de = tl.sum(ds * v_scale[None, :], axis=1)
             if HAS_BR:
-                de += tl.sum(dyt * (br * vt)[None, :], axis=1)
-            tl.atomic_add(deps_ptr + offs_m * H + h, de, mask=mask_m)
+                de += tl.sum(dyt * (br * v_shift)[None, :], axis=1)
+            tl.atomic_add(deps_ptr + offs_m * H + j, de, mask=mask_m)
 
     if NEED_G:
         tl.store(g_ptr + off, (s * dyt).to(g_ptr.dtype.element_ty), mask=mask)

@@ -171,8 +171,8 @@ def conv_backward(dy: Tensor, dyt: Tensor, x: Tensor, xt: Optional[Tensor], eps:
     dbg = dysum.sum(0).to(Wg.dtype) if need_dbg else None
     dbr = deps = dv = None
     if need_dbr:
-        t = eps.to(dsum.dtype) @ V[cout:].to(dsum.dtype).t()
-        dbr = (t * dsum).sum(0).to(br.dtype)
+        shift = eps.to(dsum.dtype) @ V[cout:].to(dsum.dtype).t()
+        dbr = (shift * dsum).sum(0).to(br.dtype)
     if need_dst:
         dst = ds if br is None else torch.cat([ds, dsum * br.to(dsum.dtype)], dim=1)
         deps = (dst @ V.to(dst.dtype)).to(eps.dtype) if need_deps else None

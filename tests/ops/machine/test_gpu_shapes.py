@@ -7,7 +7,7 @@ import torch
 from fastdstn.ops import reference as R
 
 from accuracy import dense_terms, roundings, tf32_roundings
-from op_cases import DEVICE, check, triton_module
+from op_cases import DENSE_NAMES, DEVICE, check, tensors, triton_module
 
 TLin = triton_module("dense.triton")
 TConv = triton_module("dense.triton_conv")
@@ -19,7 +19,7 @@ CONV = [(128, 1, 16, 28, 5, 2, False), (128, 16, 32, 14, 5, 2, True), (64, 64, 6
 
 
 def _inputs(shapes, dtype):
-    return [None if s is None else torch.randn(s, device=DEVICE).to(dtype).requires_grad_() for s in shapes]
+    return tensors(dict(zip(DENSE_NAMES, shapes)), dtype=dtype, device=DEVICE)
 
 
 def _rounding(dtype, kinds):
