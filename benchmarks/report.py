@@ -213,15 +213,17 @@ def time_to_quality_section(directory: str) -> List[str]:
            "`python benchmarks/time_to_quality.py --preset P --epochs E --seeds ...`: one Δ-STN run against Optuna's "
            "random search, TPE and GP-BO (`fixed`-mode trials, median pruning), each given the Δ-STN run's "
            "wall-clock T times the budget column. Best validation loss and the test loss of that model; lower is "
-           "better.", "",
-           "| preset | settings | epochs | seed | method | budget | runs | wall s | best val | test of best | measured |",
-           "|---|---|---|---|---|---|---|---|---|---|---|"]
+           "better. Hyperparameters: where Δ-STN's schedule ended, and the best trial of a study at its full budget.",
+           "",
+           "| preset | settings | epochs | seed | method | budget | runs | wall s | best val | test of best | "
+           "hyperparameters | measured |",
+           "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         out.append(f"| {r['preset']} | {r.get('settings') or '–'} | {r['epochs']} | {r['seed']} | {r['method']} | "
                    f"{r.get('budget_x') or 1}×T | "
                    f"{r['runs']} | "
                    f"{float(r['wall_time_s']):.1f} | {float(r['best_val_loss']):.4f} | "
-                   f"{float(r['best_test_loss']):.4f} | {r['timestamp']} |")
+                   f"{float(r['best_test_loss']):.4f} | {r.get('hypers') or '–'} | {r['timestamp']} |")
     return out + [""]
 
 

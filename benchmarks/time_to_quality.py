@@ -38,13 +38,18 @@ from fastdstn.tune import tune  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 FIELDS = ["preset", "settings", "seed", "method", "budget_x", "epochs", "runs", "wall_time_s", "best_val_loss", "best_test_loss",
-          "synthetic_data", "cpu", "threads", "torch", "fastdstn", "timestamp"]
+          "synthetic_data", "hypers", "cpu", "threads", "torch", "fastdstn", "timestamp"]
 
 
 def read_rows(path: str):
     """A CSV's rows as written (strings; empty cells stay empty)."""
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
+
+
+def shown(hypers) -> str:
+    """Hyperparameter values as `name=value` pairs, 3 significant digits."""
+    return " ".join(f"{k}={v:.3g}" for k, v in (hypers or {}).items())
 
 
 def delta_curve(run_dir: str):
@@ -101,7 +106,8 @@ def run(preset: str, epochs: int, seed: int, methods, overrides, out: str) -> No
         print(f"seed {seed} {name} {k:g}x: {result['trials']} trials in {result['wall_time_s']:.1f}s", flush=True)
 
 
-def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HERE, overrides=()) -> None:
+def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HERE, overrides=(),
+           plot_name: str = "") -> None:
     """Rows for benchmarks/time_to_quality.csv and the plot, read back from the run directories."""
     stamp = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     common = {"preset": preset, "settings": " ".join(overrides), "epochs": epochs, "cpu": platform.processor() or platform.machine(),
@@ -112,17 +118,19 @@ def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HE
         run_dir = os.path.join(out, preset, f"seed{seed}", "delta")
         curve = delta_curve(run_dir)
         with open(os.path.join(run_dir, "summary.json")) as f:
-            synthetic = json.load(f)["synthetic_data"]
+            summary = json.load(f)
+        synthetic = summary["synthetic_data"]
         budget = curve[-1][0]
         budgets.append(budget)
         curves.setdefault("delta", []).append([(t, v) for t, v, _ in curve])
         rows.append({**common, "seed": seed, "method": "delta", "budget_x": 1, "runs": 1,
                      "wall_time_s": round(budget, 2), "best_val_loss": curve[-1][1], "best_test_loss": curve[-1][2],
-                     "synthetic_data": synthetic})
+                     "synthetic_data": synthetic, "hypers": shown(summary["final_hypers"])})
         for name, k in methods:
             directory = study_dir(out, preset, seed, name, k)
             with open(os.path.join(directory, "tune_summary.json")) as f:
-                synthetic = json.load(f)["synthetic_data"]
+                study = json.load(f)
+            synthetic = study["synthetic_data"]
             trajectory = read_rows(os.path.join(directory, "trajectory.csv"))
             curves.setdefault(f"{name} {k:g}x", []).append(
                 [(float(r["wall_time_s"]), float(r["best_val_loss"])) for r in trajectory
@@ -132,7 +140,8 @@ def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HE
                 last = kept[-1] if kept else {"wall_time_s": 0.0, "best_val_loss": "", "best_test_loss": ""}
                 rows.append({**common, "seed": seed, "method": name, "budget_x": f"{multiple:g}", "runs": len(kept),
                              "wall_time_s": float(last["wall_time_s"]), "best_val_loss": last["best_val_loss"],
-                             "best_test_loss": last["best_test_loss"], "synthetic_data": synthetic})
+                             "best_test_loss": last["best_test_loss"], "synthetic_data": synthetic,
+                             "hypers": shown(study["best_hypers"]) if multiple == k else ""})
 
     csv_path = os.path.join(results, "time_to_quality.csv")
     kept = read_rows(csv_path) if os.path.exists(csv_path) else []
@@ -157,12 +166,12 @@ def report(preset: str, epochs: int, seeds, methods, out: str, results: str = HE
     ax.set_title(f"{preset}: {epochs} epochs per run, seeds {list(seeds)}")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(os.path.join(results, f"time_to_quality_{preset}.png"), dpi=120)
-    print("| method | budget | seed | runs | wall s | best val | test of best |")
-    print("|---|---|---|---|---|---|---|")
+    fig.savefig(os.path.join(results, plot_name or f"time_to_quality_{preset}.png"), dpi=120)
+    print("| method | budget | seed | runs | wall s | best val | test of best | hyperparameters |")
+    print("|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['method']} | {r['budget_x']}x | {r['seed']} | {r['runs']} | {r['wall_time_s']} | "
-              f"{r['best_val_loss']} | {r['best_test_loss']} |")
+              f"{r['best_val_loss']} | {r['best_test_loss']} | {r['hypers']} |")
 
 
 def main() -> None:
@@ -175,13 +184,14 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config overrides")
     parser.add_argument("--out", default=os.path.join("runs", "time_to_quality"))
     parser.add_argument("--results", default=HERE, help="where time_to_quality.csv and the plot are written")
+    parser.add_argument("--plot", default="", help="the plot's file name (default time_to_quality_PRESET.png)")
     parser.add_argument("--report-only", action="store_true",
                         help="read the finished run directories (an interrupted study resumes with `fastdstn tune`)")
     args = parser.parse_args()
     if not args.report_only:
         for seed in args.seeds:
             run(args.preset, args.epochs, seed, args.methods, args.set, args.out)
-    report(args.preset, args.epochs, args.seeds, args.methods, args.out, args.results, args.set)
+    report(args.preset, args.epochs, args.seeds, args.methods, args.out, args.results, args.set, args.plot)
 
 
 if __name__ == "__main__":
