@@ -111,19 +111,24 @@ def test_compiled_dense_operator_on_cpu_names_the_dtype_it_cannot_compute():
 
 
 @needs_triton
-def test_triton_linear_under_autocast_float16():
-    """float32 arguments, float16 autocast: the kernel computes in float16, within the bound of the float64
-    reference plus the float16 roundings of the operands (2) and of the kernel's half-precision chain (4)."""
-    args = [a.requires_grad_() for a in _dense()]
+@pytest.mark.parametrize("device, dtype", [
+    ("cpu", torch.float16),
+    pytest.param("cuda", torch.bfloat16, marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")),
+])
+def test_triton_linear_under_autocast(device, dtype):
+    """float32 arguments, half-precision autocast: the kernel computes in that dtype, within the bound of the
+    float64 reference plus the half-precision roundings of the operands (2) and of the kernel's chain (4). On
+    CPU (the interpreter) float16, since the interpreter's bf16 tl.dot is not exact."""
+    args = [a.to(device).requires_grad_() for a in _dense()]
     x, _, _, Wg, _, _, _, V = args
 
     def under_autocast(*a):
-        with torch.autocast("cpu", torch.float16):
+        with torch.autocast(device, dtype):
             out = TLIN.stn_linear_dual(*a)
-        assert all(o.dtype == torch.float16 for o in out)
+        assert all(o.dtype == dtype for o in out)
         return out
-    check("autocast fp16", under_autocast, ref.stn_linear_dual, args, dense_terms(x, Wg, V),
-          rounding=roundings(6, torch.float16))
+    check(f"autocast {dtype}", under_autocast, ref.stn_linear_dual, args, dense_terms(x, Wg, V),
+          rounding=roundings(6, dtype))
 
 
 @needs_triton
