@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional, Union
+from typing import Callable, Dict, List, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
 from ..hyper import Hyper
+from ..nn import StnDropout, StnLinear
 
 TASKS = ("classification", "regression", "language")
 
@@ -42,3 +43,14 @@ def cutout(length: float = 4.0, holes: float = 1.0, max_length: float = 24.0, ma
     """Cutout square side in [2, max_length] and number of holes in [0, max_holes] (both floored)."""
     return [Hyper("cutout_length", length, 2.0, max_length, discrete=True),
             Hyper("cutout_holes", holes, 0.0, max_holes, discrete=True)]
+
+
+def dense_stack(width: int, hidden: Sequence[int], classes: int, num_hypers: int, dropout_name: str) -> List[nn.Module]:
+    """StnLinear → ReLU → dropout per hidden width, then the output StnLinear; dropout i (from 1) is named
+    dropout_name.format(i). The classifier of the MLP and of the CIFAR conv nets."""
+    layers: List[nn.Module] = []
+    for i, out in enumerate(hidden, start=1):
+        layers += [StnLinear(width, out, num_hypers), nn.ReLU(), StnDropout(dropout_name.format(i))]
+        width = out
+    layers.append(StnLinear(width, classes, num_hypers))
+    return layers

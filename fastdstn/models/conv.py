@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..nn import StnConv2d, StnDropout, StnDropout2d, StnLinear
-from .base import BuiltModel, cutout, dropout
+from .base import BuiltModel, cutout, dense_stack, dropout
 from .augment_hypers import image_augmentation
 
 
@@ -75,13 +75,8 @@ class ConvNet(nn.Module):
             layers.append(StnDropout2d(f"dropout_conv{convs}"))
             channels = int(item)
         self.features = nn.Sequential(*layers)
-        head: List[nn.Module] = []
-        width = channels * size * size
-        for i, out in enumerate(classifier, start=1):
-            head += [StnLinear(width, out, num_hypers), nn.ReLU(), StnDropout(f"dropout_fc{i}")]
-            width = out
-        head.append(StnLinear(width, classes, num_hypers))
-        self.classifier = nn.Sequential(*head)
+        self.classifier = nn.Sequential(*dense_stack(channels * size * size, classifier, classes, num_hypers,
+                                                     "dropout_fc{}"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x).flatten(1))

@@ -8,7 +8,7 @@ from torch import nn
 
 from ..hyper import Hyper
 from ..nn import StnDropout, StnLinear
-from .base import BuiltModel, dropout
+from .base import BuiltModel, dense_stack, dropout
 
 
 class LinearRegression(nn.Module):
@@ -36,13 +36,8 @@ class MLP(nn.Module):
 
     def __init__(self, in_features: int, hidden: Sequence[int], classes: int, num_hypers: int) -> None:
         super().__init__()
-        layers: list = [StnDropout("dropout_in")]
-        width = in_features
-        for i, out in enumerate(hidden, start=1):
-            layers += [StnLinear(width, out, num_hypers), nn.ReLU(), StnDropout(f"dropout_h{i}")]
-            width = out
-        layers.append(StnLinear(width, classes, num_hypers))
-        self.net = nn.Sequential(*layers)
+        self.net = nn.Sequential(StnDropout("dropout_in"),
+                                 *dense_stack(in_features, hidden, classes, num_hypers, "dropout_h{}"))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x.flatten(1))
