@@ -166,11 +166,11 @@ def block_sweep(args, info) -> List[Row]:
 
 
 def routing_overhead(args, info) -> List[Row]:
-    """What entering dual_attention() costs a Δ-STN step of a model without attention (benchmarks/cases.py's
+    """What entering dual_routes() costs a Δ-STN step of a model without attention (benchmarks/cases.py's
     workloads; the small MLP alone with --smoke): the same step with routing on and off, interleaved."""
     from fastdstn.method import steps
 
-    routed = steps.dual_attention
+    routed = steps.dual_routes
     print("| model | step | routing on ms (p20–p80) | off ms | on / off |\n|---|---|---|---|---|", flush=True)
     rows: List[Row] = []
     workloads = {"mlp": cases.WORKLOADS["mlp"]} if args.smoke else cases.WORKLOADS
@@ -182,11 +182,11 @@ def routing_overhead(args, info) -> List[Row]:
 
             def switched(on):
                 def run():
-                    steps.dual_attention = routed if on else contextlib.nullcontext
+                    steps.dual_routes = routed if on else contextlib.nullcontext
                     try:
                         step()
                     finally:
-                        steps.dual_attention = routed
+                        steps.dual_routes = routed
                 return run
             seconds = interleaved({"on": switched(True), "off": switched(False)}, args.rounds, "cpu")
             rows += time_rows(info, "attention", "routing", step_name, work.label, seconds, "off")
@@ -204,7 +204,7 @@ def main(argv=None) -> None:
                         help="tiny shapes, one round: checks that it runs, writes nothing")
     parser.add_argument("--block-sweep", action="store_true", help="time the reference's block size")
     parser.add_argument("--routing-overhead", action="store_true",
-                        help="Δ-STN steps of models without attention with dual_attention() on and off")
+                        help="Δ-STN steps of models without attention with dual_routes() on and off")
     parser.add_argument("--csv", default=RESULTS_CSV, help="the results table to append the rows to")
     parser.add_argument("--lengths", type=int, nargs="+", help="sequence lengths T (queries = keys)")
     parser.add_argument("--batch", type=int, default=1)

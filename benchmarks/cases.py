@@ -16,6 +16,7 @@ widths) with its SGD step, and the STN model for SelfTuning's training and hyper
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional, Tuple
 
@@ -23,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers, ops
+from fastdstn import Hyper, HyperSpace, SelfTuning, convert, make_optimizers, ops
 from fastdstn.models import LSTMLanguageModel, SimpleCNN, mlp, simple_cnn
 from fastdstn.models.base import dropout as dropout_hyper
 from fastdstn.ops import dispatch as backends
@@ -163,7 +164,8 @@ def conv_dual_case(shape, backends_: List[str], device="cpu") -> Dict[str, Provi
 @dataclass
 class Workload:
     """One model's steps. plain(): an SGD step of the plain network; stn(mode, linearized_hyper=False) ->
-    (train, hyper) steps of a fresh STN model (linearized_hyper: Δ-STN's optional linearized hyper step)."""
+    (train, hyper) steps of a fresh STN model (linearized_hyper: Δ-STN's optional linearized hyper step); train
+    also carries its SelfTuning, Optimizers and (x, y) as .method, .optimizers and .batch."""
 
     name: str
     label: str
@@ -189,13 +191,13 @@ def _sgd_step(model: nn.Module, loss_fn: Callable[[], Tensor], *batch: Tensor) -
 
 
 def _stn_steps(build: Callable[[], Tuple[nn.Module, list]], x: Tensor, y: Tensor, loss_fn, batch_dim=0,
-               device="cpu"):
+               device="cpu", weight_decay: Optional[str] = None):
     def make(mode: str, linearized_hyper: bool = False):
         model, hypers = build()
         model = model.to(device)
         space = HyperSpace(hypers).to(device)
         method = SelfTuning(model, space, mode, loss_fn=loss_fn, batch_dim=batch_dim,
-                            linearized_hyper=linearized_hyper)
+                            linearized_hyper=linearized_hyper, weight_decay=weight_decay)
         opts = make_optimizers(model, space, mode)
 
         def train():
@@ -204,6 +206,7 @@ def _stn_steps(build: Callable[[], Tuple[nn.Module, list]], x: Tensor, y: Tensor
         def hyper():
             method.hyper_step(x, y, opts.hyper)
         train.resident = hyper.resident = _resident(model, x, y, *space.parameters())
+        train.method, train.optimizers, train.batch = method, opts, (x, y)
         return train, hyper
     return make
 
@@ -308,6 +311,51 @@ def lstm_workload(device="cpu", small: bool = False) -> Workload:
 
 
 WORKLOADS: Dict[str, Callable[..., Workload]] = {"mlp": mlp_workload, "cnn": cnn_workload, "lstm": lstm_workload}
+
+
+def _converted_workload(name: str, label: str, plain: nn.Module, x: Tensor, y: Tensor, dropout: Dict[str, str],
+                        device) -> Workload:
+    """A model users bring: its plain SGD step, and Δ-STN on `convert(copy of it)` with the dropout sites mapped to
+    per-example rates (starting at 0.1) and a tuned per-batch weight decay "wd"."""
+    plain = plain.to(device)
+    x, y = x.to(device), y.to(device)
+    sites = list(dict.fromkeys(dropout.values()))
+    hypers = [Hyper(n, 0.1, 0.0, 0.9) for n in sites] + [Hyper("wd", 1e-3, 0.0, 0.1, per_example=False)]
+
+    def build():
+        return convert(copy.deepcopy(plain), HyperSpace(hypers), dropout=dropout), hypers
+    return Workload(name, label, _sgd_step(plain, lambda: F.cross_entropy(plain(x), y), x, y),
+                    _stn_steps(build, x, y, F.cross_entropy, device=device, weight_decay="wd"))
+
+
+def resnet18_workload(device="cpu", small: bool = False) -> Workload:
+    """torchvision's ResNet-18 (full width, 11 M weights) on 64×64 images at batch 16; small: batch 2, 32×32."""
+    import torchvision
+    batch, size = (2, 32) if small else (16, 64)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, 3, size, size, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    torch.manual_seed(0)
+    return _converted_workload("resnet18", f"ResNet-18 {size}x{size} B{batch}",
+                               torchvision.models.resnet18(num_classes=10), x, y, {}, device)
+
+
+def vit_workload(device="cpu", small: bool = False) -> Workload:
+    """torchvision's VisionTransformer on 32×32 images at batch 16: patch 4 (65 tokens), 4 layers, width 128, 4 heads,
+    MLP 512, with its dropouts (embedding, attention weights, residual) tuned; small: 2 layers, width 16, batch 2."""
+    from torchvision.models import VisionTransformer
+    batch, layers, width, heads = (2, 2, 16, 2) if small else (16, 4, 128, 4)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(batch, 3, 32, 32, generator=g), torch.randint(0, 10, (batch,), generator=g)
+    torch.manual_seed(0)
+    model = VisionTransformer(image_size=32, patch_size=4, num_layers=layers, num_heads=heads, hidden_dim=width,
+                              mlp_dim=4 * width, num_classes=10, dropout=0.1, attention_dropout=0.1)
+    dropout = {"encoder.dropout": "drop_embed", "encoder.layers.*.self_attention": "drop_attn",
+               "encoder.layers.*.dropout": "drop_resid", "encoder.layers.*.mlp.[24]": "drop_resid"}
+    return _converted_workload("vit", f"ViT {layers}x{width} 32x32/4 B{batch}", model, x, y, dropout, device)
+
+
+# The models of the step-cost targets beside the SPEC's MLP and SimpleCNN (benchmarks/bench_step_cost.py).
+ARCHITECTURES: Dict[str, Callable[..., Workload]] = {"resnet18": resnet18_workload, "vit": vit_workload}
 MODES = ("stn", "centered", "delta")
 # Every timed step: (name, mode, phase, linearized_hyper). "delta:hyper_lin" is the optional linearized hyper
 # step of docs/METHOD.md §4, timed so that its cost is on record next to the default one.

@@ -166,7 +166,7 @@ SUITES = {
                   "training, for scale). peak_MB: the bytes allocated during one forward + backward above what "
                   "existed before it. time_ratio: median of per-round ratios to sdpa (sdpa-flash on a GPU); "
                   "block_sweep: the reference's query rows per block; routing: Δ-STN steps of models without "
-                  "attention with dual_attention() on and off (ratio on / off)."),
+                  "attention with dual_routes() on and off (ratio on / off)."),
     "augment": ("Batched per-example augmentation against per-image torchvision v2",
                 "`python benchmarks/bench_augment.py`: one batch of 3×32×32 images, every image with its own "
                 "magnitudes; mode = torch threads. time_ms per batch; time_ratio = median of per-round ratios to "

@@ -27,7 +27,7 @@ from torch.utils._pytree import tree_map
 from .. import arguments
 from ..hyper.feed import ReadRecorder, feeding
 from ..hyper.space import HyperSpace
-from ..nn.attention_routing import dual_attention
+from ..nn.dual_routes import dual_routes
 from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
 from ..nn.report import check_first_step
 from ..untraced import untraced
@@ -331,7 +331,7 @@ class SelfTuning:
     @untraced
     def _forward_dual(self, network: nn.Module, inputs: Inputs, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
-        with fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_attention():
+        with fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_routes():
             return network(inputs, linearize=True)
 
     # ----------------------------------------------------------------- steps

@@ -1,7 +1,7 @@
 """STN modules, per-example regularizers, parameter groups and model conversion."""
 from .activations import GLU, Hardsigmoid
 from .attention import attention
-from .attention_routing import dual_attention
+from .dual_routes import dual_routes
 from .base import StnLayer
 from .conv import StnConv2d
 from .convert import convert
@@ -18,4 +18,4 @@ from .transformer import ExplicitTransformerEncoderLayer
 __all__ = ["StnLayer", "StnLinear", "StnConv2d", "StnEmbedding", "StnLSTM", "StnMultiheadAttention", "WindowAttention",
            "ExplicitTransformerEncoderLayer", "StnDropout", "StnDropout2d", "StnLockedDropout", "Hardsigmoid", "GLU",
            "attention", "convert", "ConversionReport", "general_parameters", "response_parameters", "stn_layers",
-           "weight_penalty", "dual_attention"]
+           "weight_penalty", "dual_routes"]

@@ -1,9 +1,9 @@
-"""Attention in Δ-STN's dual pass: `dual_attention()` routes scaled_dot_product_attention to attention_dual.
+"""Attention in Δ-STN's dual pass: `sdpa_or_dual`, where `dual_routes()` sends scaled_dot_product_attention.
 
 PyTorch's fused attention kernels have no forward-mode AD rule ("Trying to use forward AD with
 _scaled_dot_product_flash_attention_for_cpu that does not support it"), so a transformer stops at its first
 attention call once its activations carry tangents; only the O(T²)-memory math kernel differentiates forward.
-Inside `dual_attention()`, every call of `torch.nn.functional.scaled_dot_product_attention` (the same object as
+Inside `fastdstn.nn.dual_routes()`, every call of `torch.nn.functional.scaled_dot_product_attention` (the same object as
 `torch._C._nn.scaled_dot_product_attention`) whose q, k or v carries a tangent at the current forward-AD level
 runs `fastdstn.ops.attention_dual` and returns the dual tensor (O, Ȯ): whoever calls it — a model's own code,
 Hugging Face's attention functions, nn.MultiheadAttention (torchvision's ViT, nn.TransformerEncoderLayer). Calls
@@ -16,14 +16,12 @@ is refused with a clear error.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
 import types
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
-from torch.overrides import TorchFunctionMode
 
 from .. import ops
 from .base import join_dual, split_dual
@@ -78,20 +76,3 @@ def _multi_head_attention_forward_routed():
                                 original.__closure__)
     routed.__kwdefaults__ = original.__kwdefaults__
     return routed
-
-
-class _RouteAttention(TorchFunctionMode):
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
-        if func is _SDPA:
-            return sdpa_or_dual(*args, **kwargs)
-        if func is F.multi_head_attention_forward:
-            return _multi_head_attention_forward_routed()(*args, **kwargs)
-        return func(*args, **kwargs)
-
-
-@contextlib.contextmanager
-def dual_attention() -> Iterator[None]:
-    """Inside the block, scaled_dot_product_attention calls with tangents run fastdstn.ops.attention_dual."""
-    with _RouteAttention():
-        yield

@@ -26,15 +26,49 @@ def general_parameters(model: nn.Module) -> List[nn.Parameter]:
     return [p for p in model.parameters() if id(p) not in response]
 
 
+class _SquaredNorm(torch.autograd.Function):
+    """‖g‖² in one pass over g, and its gradient 2·c·g in one more (autograd's g.pow(2).sum() makes 2–3 passes each
+    way, and on ResNet-18's 11 M weights the penalty was a sixth of the general sub-step: benchmarks/STEP_COST.md)."""
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(g)
+        return torch.linalg.vector_norm(g).square()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (g,) = ctx.saved_tensors
+        return g * (2 * grad)
+
+
+class _RowProducts(torch.autograd.Function):
+    """(⟨g_k, r_k⟩, ‖r_k‖²) for the rows k of g = W_g and r = W_r flattened to (out, in), without (out, in)
+    temporaries; the backward gives each weight's gradient in one expression."""
+
+    @staticmethod
+    def forward(ctx, g: torch.Tensor, r: torch.Tensor):
+        ctx.save_for_backward(g, r)
+        return torch.linalg.vecdot(g, r), torch.linalg.vector_norm(r, dim=1).square()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, d_gr: torch.Tensor, d_rr: torch.Tensor):
+        g, r = ctx.saved_tensors
+        d_g = r * d_gr[:, None] if ctx.needs_input_grad[0] else None
+        d_r = torch.addcmul(g * d_gr[:, None], r, 2 * d_rr[:, None]) if ctx.needs_input_grad[1] else None
+        return d_g, d_r
+
+
 def _layer_penalty(layer: nn.Module, h: Optional[torch.Tensor], general: bool) -> torch.Tensor:
     g = layer.weight.flatten(1)
     if h is None:
-        return g.pow(2).sum()
-    r = layer.response_weight.flatten(1)
+        return _SquaredNorm.apply(g)
     s = h.to(g.dtype) @ layer.hyper_proj[: g.shape[0]].t()      # (B, out): the rows' scales per example
     # mean_i ‖g + s_i r‖² per row = ‖g‖² + 2·mean(s)·⟨g, r⟩ + mean(s²)·‖r‖²
-    response = (2 * s.mean(0) * (g * r).sum(1) + s.pow(2).mean(0) * r.pow(2).sum(1)).sum()
-    return g.pow(2).sum() + response if general else response
+    gr, rr = _RowProducts.apply(g, layer.response_weight.flatten(1))
+    response = (2 * s.mean(0) * gr + s.pow(2).mean(0) * rr).sum()
+    return _SquaredNorm.apply(g) + response if general else response
 
 
 def weight_penalty(model: nn.Module, h: Optional[torch.Tensor] = None, general: bool = True) -> torch.Tensor:

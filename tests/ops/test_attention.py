@@ -1,6 +1,6 @@
 """fastdstn.ops.attention_dual / attention on every backend that implements them (op_cases.backends: the public ops
 on the reference backend, the Triton kernels on a GPU or under TRITON_INTERPRET=1), one set of tests parametrised
-over backend and device, and the routing of SDPA calls in the dual pass (fastdstn.nn.dual_attention). The ground
+over backend and device, and the routing of SDPA calls in the dual pass (fastdstn.nn.dual_routes). The ground
 truth is plain softmax attention written out here, differentiated forward by torch.func.jvp and backward by
 autograd, in float64; results lie within accuracy.attention_magnitudes' bound of it."""
 import math
@@ -13,7 +13,7 @@ from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastdstn import ops
-from fastdstn.nn import dual_attention
+from fastdstn.nn import dual_routes
 from fastdstn.ops.attention import reference as R
 
 from accuracy import assert_within_bound, attention_magnitudes, attention_terms, roundings
@@ -371,7 +371,7 @@ def math_kernel_jvp(fn, primals, tangents):
 
 
 def routed_jvp(fn, primals, tangents):
-    with fwAD.dual_level(), dual_attention():
+    with fwAD.dual_level(), dual_routes():
         out = fn(*(fwAD.make_dual(p, t) for p, t in zip(primals, tangents)))
         return tuple(fwAD.unpack_dual(out))
 
@@ -409,7 +409,7 @@ def test_sdpa_calls_with_tangents_are_routed(kind, mask, calls):
 
 def test_calls_without_tangents_stay_pytorchs(calls):
     q, k, v = operands(dv=8)[:3]
-    with fwAD.dual_level(), dual_attention():
+    with fwAD.dual_level(), dual_routes():
         inside = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         assert fwAD.unpack_dual(inside).tangent is None
     outside = F.scaled_dot_product_attention(q, k, v, is_causal=True)
@@ -438,7 +438,7 @@ def test_sdpa_dropout_is_per_example_and_shared_by_the_tangent(calls):
 def test_a_mask_with_a_tangent_is_refused():
     q, k, v, qt, kt, vt = operands(dv=8)
     mask = torch.randn(13, 11, dtype=F64)
-    with fwAD.dual_level(), dual_attention():
+    with fwAD.dual_level(), dual_routes():
         dual_mask = fwAD.make_dual(mask, torch.ones_like(mask))
         with pytest.raises(NotImplementedError, match="attn_mask carries a forward-mode tangent"):
             F.scaled_dot_product_attention(fwAD.make_dual(q, qt), k, v, attn_mask=dual_mask)

@@ -8,6 +8,8 @@ import torch.autograd.forward_ad as fwAD
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastdstn import HyperSpace, SelfTuning, convert, feeding, make_optimizers
+from fastdstn.method.steps import frozen
+from fastdstn.nn import dual_routes, general_parameters, response_parameters
 from fastdstn.ops import use_backend
 
 import zoo
@@ -86,3 +88,29 @@ def test_linearized_prediction_equals_jvp_through_the_math_path(name):
     scale = max(1.0, jvp_tangent.abs().max().item())
     err = (tangent - jvp_tangent).abs().max().item()
     assert err < 1e-9 * scale, f"{name}: max |dual - jvp| = {err:.3e} (tangent scale {scale:.3g})"
+
+
+@pytest.mark.parametrize("name", list(zoo.ZOO))
+def test_dual_routes_keep_the_response_sub_steps_numbers(name):
+    """SelfTuning's dual pass runs inside dual_routes() (the fused BatchNorm/LayerNorm tangents, attention_dual for
+    SDPA calls) with the general weights frozen: the linearized prediction and the response parameters' gradients
+    equal those of PyTorch's own forward-mode rules through the math path."""
+    z, _, model, space, x = converted(name)
+    model.train()
+    randomize_response(model)
+    with torch.no_grad():
+        eps = space.sample(x.shape[0]).eps.double()
+    values = space.example_values(space.lam.detach() + eps)
+    general, response = general_parameters(model), response_parameters(model)
+    results = []
+    for routes in (dual_routes, lambda: sdpa_kernel(SDPBackend.MATH)):
+        torch.manual_seed(SEED)
+        with frozen(general), routes(), fwAD.dual_level(), feeding(eps, dual=True, values=values):
+            primal, tangent = fwAD.unpack_dual(model(x))
+            loss = z.loss_fn(primal + tangent, z.targets)
+            grads = torch.autograd.grad(loss, response, allow_unused=True)
+        results.append([primal, tangent] + [g for g in grads if g is not None])
+    assert len(results[0]) == len(results[1])
+    for routed, unrouted in zip(*results):
+        scale = max(1.0, unrouted.abs().max().item())
+        assert (routed - unrouted).abs().max().item() < 1e-9 * scale

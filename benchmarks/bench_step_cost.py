@@ -1,0 +1,140 @@
+"""Δ-STN's training step against a plain SGD step of the same model, on the models of the step-cost targets, and
+where the difference goes.
+
+    python benchmarks/bench_step_cost.py [--models mlp cnn resnet18 vit] [--threads 2] [--budget 30]
+                                         [--out benchmarks/STEP_COST.md] [--smoke]
+
+Models: the SPEC's MLP and SimpleCNN (benchmarks/cases.py WORKLOADS, built from fastdstn.nn), torchvision's ResNet-18
+and a small ViT through `convert` with a tuned weight decay (cases.ARCHITECTURES). Per model, interleaved in one
+process on one batch (timing.interleave, the median of per-round ratios): the plain step, Δ-STN's train_step (both
+sub-steps), and each sub-step alone. Then torch.profiler splits one Δ-STN step's and one plain step's CPU time by op:
+`GEMM/conv` is the self time of the matrix products and convolutions (what no implementation can skip), in units of
+the plain step's whole time; the rest of the Δ-STN step is what the method adds around them. --smoke runs the same
+code at toy sizes and writes nothing unless --out is given.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+from typing import Dict, List
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+import cases
+from results import machine_info
+from timing import interleave, paired, timed
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+# Issue 18's targets (Δ-STN train_step / plain SGD step, CPU, 2 threads).
+TARGETS = {"mlp": 2.2, "cnn": 2.2, "resnet18": 2.6, "vit": 2.6}
+MODELS = {**cases.WORKLOADS, **cases.ARCHITECTURES}
+# Self time of these ops is the GEMM/conv work (oneDNN and MKL under ATen's names).
+GEMM_CONV = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::addbmm", "aten::mkldnn_convolution",
+             "aten::convolution_backward", "aten::_convolution", "aten::mkldnn_linear",
+             "aten::_mkldnn_convolution_backward"}
+NORMS = {"aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::native_layer_norm",
+         "aten::native_layer_norm_backward"}
+PROFILED_STEPS = 3
+
+
+def breakdown(step, steps: int = PROFILED_STEPS) -> Dict[str, float]:
+    """Seconds per step of the GEMM/conv ops, the normalizations and everything else (CPU self time)."""
+    step()
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(steps):
+            step()
+    split = {"gemm": 0.0, "norm": 0.0, "total": 0.0}
+    for event in prof.key_averages():
+        seconds = event.self_cpu_time_total / 1e6 / steps
+        split["total"] += seconds
+        if event.key in GEMM_CONV:
+            split["gemm"] += seconds
+        elif event.key in NORMS:
+            split["norm"] += seconds
+    return split
+
+
+def measure(name: str, small: bool, budget: float, min_rounds: int) -> Dict[str, object]:
+    workload = MODELS[name](small=small)
+    train, _ = workload.stn("delta")
+    general, response = sub_steps(workload)
+    providers = {"plain": timed(workload.plain), "delta": timed(train), "general": timed(general),
+                 "response": timed(response)}
+    samples, rounds = interleave(providers, budget, min_rounds, max_rounds=1000)
+    plain = samples["plain"]["full"]
+    ratio = {n: statistics.median(paired(samples[n]["full"], plain)) for n in providers if n != "plain"}
+    split_plain, split_delta = breakdown(workload.plain), breakdown(train)
+    scale = split_plain["total"]
+    return {"name": name, "label": workload.label, "plain_ms": statistics.median(plain) * 1e3, "ratio": ratio,
+            "rounds": rounds, "floor": split_delta["gemm"] / scale, "norm": split_delta["norm"] / scale,
+            "other": (split_delta["total"] - split_delta["gemm"] - split_delta["norm"]) / scale,
+            "plain_gemm": split_plain["gemm"] / scale}
+
+
+def sub_steps(workload: cases.Workload):
+    """Δ-STN's general and response sub-steps of a fresh model, each alone (the response one at a fixed draw)."""
+    train, _ = workload.stn("delta")
+    method, optimizers, (x, y) = train.method, train.optimizers, train.batch
+    with torch.no_grad():
+        eps = method.space.sample(method._examples(x)).eps
+    return (lambda: method.general_step(x, y, optimizers.general),
+            lambda: method.response_step(x, y, eps, optimizers.response))
+
+
+def table(rows: List[Dict[str, object]]) -> List[str]:
+    lines = ["| model | plain ms | Δ-STN × | target | met | general × | response × | GEMM/conv floor × | "
+             "norms × | other × | plain's GEMM/conv share | rounds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        ratio, target = r["ratio"], TARGETS[r["name"]]
+        lines.append(f"| {r['label']} | {r['plain_ms']:.1f} | {ratio['delta']:.2f} | {target:.1f} | "
+                     f"{'yes' if ratio['delta'] <= target else 'no'} | {ratio['general']:.2f} | "
+                     f"{ratio['response']:.2f} | {r['floor']:.2f} | {r['norm']:.2f} | {r['other']:.2f} | "
+                     f"{r['plain_gemm']:.0%} | {r['rounds']} |")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", nargs="+", default=list(TARGETS), choices=list(TARGETS))
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--budget", type=float, default=30.0, help="seconds of interleaved rounds per model")
+    parser.add_argument("--min-rounds", type=int, default=5)
+    parser.add_argument("--smoke", action="store_true", help="toy sizes, two rounds, nothing written without --out")
+    parser.add_argument("--out", default=None, help="markdown file (default benchmarks/STEP_COST.md, none with --smoke)")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    budget, min_rounds = (0.0, 2) if args.smoke else (args.budget, args.min_rounds)
+    info = machine_info(torch.device("cpu"))
+    load = os.getloadavg()[0]
+    rows = []
+    for name in args.models:
+        rows.append(measure(name, args.smoke, budget, min_rounds))
+        print(table(rows[-1:])[-1], flush=True)
+    out = args.out or (None if args.smoke else os.path.join(HERE, "STEP_COST.md"))
+    if out is None:
+        return
+    command = " ".join(["python benchmarks/bench_step_cost.py", *sys.argv[1:]])
+    header = [
+        "# Δ-STN step cost on the target models (CPU)",
+        "",
+        f"`{command}`, {info['timestamp']}, {info['cpu']}, {args.threads} threads, torch {info['torch']}, fastdstn "
+        f"{info['fastdstn']}, ops backend auto; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        "the end.",
+        "",
+        "× columns: the median over interleaved rounds of (step time / the same round's plain SGD step). `general` and "
+        "`response` are Δ-STN's two sub-steps alone; `Δ-STN` is train_step, both. The last columns split one profiled "
+        "Δ-STN step's CPU time, in units of the plain step's: GEMM/conv (matrix products and convolutions, the "
+        "floor), the normalizations' kernels, and everything else.",
+        "",
+    ]
+    with open(out, "w") as f:
+        f.write("\n".join(header + table(rows)) + "\n")
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""`dual_routes()`: the block in which Δ-STN's dual pass runs its fused routes.
+
+Inside the block (a `TorchFunctionMode`, opened by `SelfTuning`'s dual forward), calls made anywhere in a model — its
+own code, torchvision's and Hugging Face's modules — go where their tangent is cheap or possible at all:
+
+    scaled_dot_product_attention   -> fastdstn.ops.attention_dual (PyTorch's fused kernels have no forward rule)
+    multi_head_attention_forward   -> PyTorch's function with its SDPA call routed as above
+    batch_norm (training), layer_norm -> one ATen kernel for the tangent and one for its adjoint (fastdstn.nn.norms)
+
+Each route falls back to PyTorch's function when its inputs carry no tangent; everything else passes through.
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+import torch.nn.functional as F
+from torch.overrides import TorchFunctionMode
+
+from . import norms
+from .attention_routing import _SDPA, _multi_head_attention_forward_routed, sdpa_or_dual
+
+
+def _routes() -> dict:
+    return {_SDPA: sdpa_or_dual, F.multi_head_attention_forward: _multi_head_attention_forward_routed(),
+            F.batch_norm: norms.batch_norm, F.layer_norm: norms.layer_norm}
+
+
+class _DualRoutes(TorchFunctionMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.routes = _routes()
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        return self.routes.get(func, func)(*args, **(kwargs or {}))
+
+
+@contextlib.contextmanager
+def dual_routes() -> Iterator[None]:
+    """Inside the block, attention and normalization calls whose inputs carry tangents take the fused routes."""
+    with _DualRoutes():
+        yield
