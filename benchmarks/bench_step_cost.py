@@ -2,15 +2,16 @@
 where the difference goes.
 
     python benchmarks/bench_step_cost.py [--models mlp cnn resnet18 vit] [--threads 2] [--budget 30]
-                                         [--out benchmarks/STEP_COST.md] [--smoke]
+                                         [--out benchmarks/STEP_COST.md] [--smoke] [--compile]
 
 Models: the SPEC's MLP and SimpleCNN (benchmarks/cases.py WORKLOADS, built from fastdstn.nn), torchvision's ResNet-18
 and a small ViT through `convert` with a tuned weight decay (cases.ARCHITECTURES). Per model, interleaved in one
 process on one batch (timing.interleave, the median of per-round ratios): the plain step, Δ-STN's train_step (both
 sub-steps), and each sub-step alone. Then torch.profiler splits one Δ-STN step's and one plain step's CPU time by op:
 `GEMM/conv` is the self time of the matrix products and convolutions (what no implementation can skip), in units of
-the plain step's whole time; the rest of the Δ-STN step is what the method adds around them. --smoke runs the same
-code at toy sizes and writes nothing unless --out is given.
+the plain step's whole time; the rest of the Δ-STN step is what the method adds around them. --compile adds the
+steps of networks compiled with `model.compile()` (Inductor), each against its eager twin. --smoke runs the same code
+at toy sizes and writes nothing unless --out is given.
 """
 from __future__ import annotations
 
@@ -57,21 +58,40 @@ def breakdown(step, steps: int = PROFILED_STEPS) -> Dict[str, float]:
     return split
 
 
-def measure(name: str, small: bool, budget: float, min_rounds: int) -> Dict[str, object]:
+def measure(name: str, small: bool, budget: float, min_rounds: int, compiled: bool) -> Dict[str, object]:
     workload = MODELS[name](small=small)
     train, _ = workload.stn("delta")
     general, response = sub_steps(workload)
     providers = {"plain": timed(workload.plain), "delta": timed(train), "general": timed(general),
                  "response": timed(response)}
+    if compiled:
+        providers.update(compiled_providers(name, small))
     samples, rounds = interleave(providers, budget, min_rounds, max_rounds=1000)
     plain = samples["plain"]["full"]
     ratio = {n: statistics.median(paired(samples[n]["full"], plain)) for n in providers if n != "plain"}
+    if compiled:    # compiled / eager, each against its own eager step
+        ratio["plain_compiled"] = statistics.median(paired(samples["plain_compiled"]["full"], plain))
+        ratio["delta_compiled"] = statistics.median(paired(samples["delta_compiled"]["full"],
+                                                           samples["delta"]["full"]))
     split_plain, split_delta = breakdown(workload.plain), breakdown(train)
     scale = split_plain["total"]
     return {"name": name, "label": workload.label, "plain_ms": statistics.median(plain) * 1e3, "ratio": ratio,
             "rounds": rounds, "floor": split_delta["gemm"] / scale, "norm": split_delta["norm"] / scale,
             "other": (split_delta["total"] - split_delta["gemm"] - split_delta["norm"]) / scale,
             "plain_gemm": split_plain["gemm"] / scale}
+
+
+def compiled_providers(name: str, small: bool) -> Dict[str, object]:
+    """The plain step and Δ-STN's train_step of fresh copies whose networks went through `model.compile()` (Inductor),
+    compiled by three calls each before the timing starts."""
+    workload = MODELS[name](small=small)
+    train, _ = workload.stn("delta")
+    workload.plain.model.compile()
+    train.method.model.compile()
+    for _ in range(3):
+        workload.plain()
+        train()
+    return {"plain_compiled": timed(workload.plain), "delta_compiled": timed(train)}
 
 
 def sub_steps(workload: cases.Workload):
@@ -82,6 +102,12 @@ def sub_steps(workload: cases.Workload):
         eps = method.space.sample(method._examples(x)).eps
     return (lambda: method.general_step(x, y, optimizers.general),
             lambda: method.response_step(x, y, eps, optimizers.response))
+
+
+def compile_table(rows: List[Dict[str, object]]) -> List[str]:
+    lines = ["| model | plain compiled / eager | Δ-STN compiled / eager |", "|---|---|---|"]
+    return lines + [f"| {r['label']} | {r['ratio']['plain_compiled']:.3f} | {r['ratio']['delta_compiled']:.3f} |"
+                    for r in rows]
 
 
 def table(rows: List[Dict[str, object]]) -> List[str]:
@@ -104,6 +130,8 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="seconds of interleaved rounds per model")
     parser.add_argument("--min-rounds", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="toy sizes, two rounds, nothing written without --out")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the plain and Δ-STN steps of networks compiled with model.compile()")
     parser.add_argument("--out", default=None, help="markdown file (default benchmarks/STEP_COST.md, none with --smoke)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -112,8 +140,10 @@ def main() -> None:
     load = os.getloadavg()[0]
     rows = []
     for name in args.models:
-        rows.append(measure(name, args.smoke, budget, min_rounds))
+        rows.append(measure(name, args.smoke, budget, min_rounds, args.compile))
         print(table(rows[-1:])[-1], flush=True)
+        if args.compile:
+            print(compile_table(rows[-1:])[-1], flush=True)
     out = args.out or (None if args.smoke else os.path.join(HERE, "STEP_COST.md"))
     if out is None:
         return
@@ -131,8 +161,10 @@ def main() -> None:
         "floor), the normalizations' kernels, and everything else.",
         "",
     ]
+    compile_lines = ["", "torch.compile (Inductor, `model.compile()` on the plain network and on the converted one; each "
+                     "ratio against the same model's eager step):", "", *compile_table(rows)] if args.compile else []
     with open(out, "w") as f:
-        f.write("\n".join(header + table(rows)) + "\n")
+        f.write("\n".join(header + table(rows) + compile_lines) + "\n")
     print(f"wrote {out}")
 
 

@@ -165,7 +165,8 @@ def conv_dual_case(shape, backends_: List[str], device="cpu") -> Dict[str, Provi
 class Workload:
     """One model's steps. plain(): an SGD step of the plain network; stn(mode, linearized_hyper=False) ->
     (train, hyper) steps of a fresh STN model (linearized_hyper: Δ-STN's optional linearized hyper step); train
-    also carries its SelfTuning, Optimizers and (x, y) as .method, .optimizers and .batch."""
+    also carries its SelfTuning, Optimizers and (x, y) as .method, .optimizers and .batch, and plain its network
+    as .model."""
 
     name: str
     label: str
@@ -187,6 +188,7 @@ def _sgd_step(model: nn.Module, loss_fn: Callable[[], Tensor], *batch: Tensor) -
         loss.backward()
         opt.step()
     step.resident = _resident(model, *batch)
+    step.model = model
     return step
 
 

@@ -30,7 +30,7 @@ from ..hyper.space import HyperSpace
 from ..nn.dual_routes import dual_routes
 from ..nn.groups import general_parameters, response_parameters, stn_layers, weight_penalty
 from ..nn.report import check_first_step
-from ..untraced import untraced
+from ..untraced import eager_compiled, untraced
 from .batch import Inputs, Key, call, example_count
 from .guard import Guard
 
@@ -326,12 +326,13 @@ class SelfTuning:
 
     # torch.compile cannot trace dual tensors (Dynamo: "Attempted to wrap a dual tensor input"), so a compiled
     # model runs its dual forward eagerly rather than breaking its graph at every op and recompiling each frame for
-    # every feed (a converted MLP hit the recompile limit of 8 in its second step: tests/method/test_compile.py).
-    # A disabled function costs 0.6 µs a call; set_stance("force_eager") cost 32-88 µs (timeit, this machine).
+    # every feed (a converted MLP hit the recompile limit of 8 in its second step: tests/method/test_compile.py),
+    # and the graphs a compiled model already has would drop the tangents (`eager_compiled`). A disabled function
+    # costs 0.6 µs a call; set_stance("force_eager") 32-88 µs, once per dual forward (timeit, this machine).
     @untraced
     def _forward_dual(self, network: nn.Module, inputs: Inputs, eps: Tensor, values: Mapping[str, Tensor]):
         """Δ-STN's linearized prediction f(x; w0, λ0+ε) + J_yw·Φ·ε in one dual forward."""
-        with fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_routes():
+        with eager_compiled(), fwAD.dual_level(), feeding(eps, dual=True, values=values), dual_routes():
             return network(inputs, linearize=True)
 
     # ----------------------------------------------------------------- steps

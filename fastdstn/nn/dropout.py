@@ -13,6 +13,7 @@ from torch import nn
 
 from .. import ops
 from ..hyper.feed import Feed, current_feed
+from ..untraced import untraced
 from .base import join_dual, split_dual
 
 # A sigmoid-constrained rate with high = 1 can round to exactly 1.0 in float32; 1/(1 − p) must stay finite.
@@ -69,6 +70,9 @@ class StnDropout(nn.Module):
     def p(self) -> float:
         return 0.0
 
+    # Not traced by torch.compile: reading the rates (the range check) and drawing the mask seed are graph breaks,
+    # three per site; one break at the module costs a compiled model less (benchmarks/STEP_COST.md).
+    @untraced
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rate = training_rate(self, self.hyper, x.shape[self.batch_dim], f"{self._get_name()}({self.hyper!r})", x)
         if rate is None:
