@@ -130,6 +130,15 @@ def join_dual(primal: Tensor, tangent: Optional[Tensor]) -> Tensor:
     return primal if tangent is None else fwAD.make_dual(primal, tangent)
 
 
+def frozen_primal(x: Tensor, *tensors: Optional[Tensor]) -> bool:
+    """Whether a dual op at primal x (and parameters `tensors`) needs a gradient of its tangent only: no grad mode or
+    no primal operand requiring grad (the response sub-step and the hyper step), and no autocast on x's device.
+    Where this holds, `dual_routes()` computes the tangent of a PyTorch layer with its own fused kernels."""
+    if torch.is_autocast_enabled(x.device.type):
+        return False
+    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, *tensors))
+
+
 def init_response_like(weight: Tensor, response: Tensor) -> None:
     """Response weights start at the scale of the general ones: with V = 0 their gradient is zero
     until V moves, and V's gradient is proportional to them, so they must not start at zero."""

@@ -6,6 +6,7 @@ own code, torchvision's and Hugging Face's modules — go where their tangent is
     scaled_dot_product_attention   -> fastdstn.ops.attention_dual (PyTorch's fused kernels have no forward rule)
     multi_head_attention_forward   -> PyTorch's function with its SDPA call routed as above
     batch_norm (training), layer_norm -> one ATen kernel for the tangent and one for its adjoint (fastdstn.nn.norms)
+    max_pool2d                     -> the primal through the channels-last kernel, the tangent a gather (.pooling)
 
 Each route falls back to PyTorch's function when its inputs carry no tangent; everything else passes through.
 """
@@ -17,13 +18,13 @@ from typing import Iterator
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
-from . import norms
+from . import norms, pooling
 from .attention_routing import _SDPA, _multi_head_attention_forward_routed, sdpa_or_dual
 
 
 def _routes() -> dict:
     return {_SDPA: sdpa_or_dual, F.multi_head_attention_forward: _multi_head_attention_forward_routed(),
-            F.batch_norm: norms.batch_norm, F.layer_norm: norms.layer_norm}
+            F.batch_norm: norms.batch_norm, F.layer_norm: norms.layer_norm, F.max_pool2d: pooling.max_pool2d}
 
 
 class _DualRoutes(TorchFunctionMode):

@@ -24,17 +24,9 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from .base import join_dual, split_dual
+from .base import frozen_primal, join_dual, split_dual
 
 Tensor = torch.Tensor
-
-
-def _frozen_primal(x: Tensor, *tensors: Optional[Tensor]) -> bool:
-    """Whether only a tangent can need a gradient: no grad mode, or no primal operand requiring grad; and no
-    autocast on x's device."""
-    if torch.is_autocast_enabled(x.device.type):
-        return False
-    return not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (x, *tensors))
 
 
 class _BatchNormTangent(torch.autograd.Function):
@@ -71,7 +63,7 @@ def batch_norm(input: Tensor, running_mean: Optional[Tensor], running_var: Optio
                momentum: float = 0.1, eps: float = 1e-5) -> Tensor:
     """F.batch_norm, with the training-mode tangent as one kernel (see the module docstring)."""
     x, xt = split_dual(input)
-    if xt is None or not (training or running_mean is None) or not _frozen_primal(x, weight, bias):
+    if xt is None or not (training or running_mean is None) or not frozen_primal(x, weight, bias):
         return F.batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
     F._verify_batch_size(x.size())
     y, mean, rstd = torch.native_batch_norm(x, weight, bias, running_mean, running_var, True, momentum, eps)
@@ -106,7 +98,7 @@ def layer_norm(input: Tensor, normalized_shape: Sequence[int], weight: Optional[
                bias: Optional[Tensor] = None, eps: float = 1e-5) -> Tensor:
     """F.layer_norm, with the tangent as one kernel (see the module docstring)."""
     x, xt = split_dual(input)
-    if xt is None or not _frozen_primal(x, weight, bias):
+    if xt is None or not frozen_primal(x, weight, bias):
         return F.layer_norm(input, normalized_shape, weight, bias, eps)
     normalized_shape = tuple(normalized_shape)
     y, mean, rstd = torch.native_layer_norm(x, normalized_shape, weight, bias, eps)
