@@ -2,16 +2,16 @@
 where the difference goes.
 
     python benchmarks/bench_step_cost.py [--models mlp cnn resnet18 vit] [--threads 2] [--budget 30]
-                                         [--out benchmarks/STEP_COST.md] [--smoke] [--compile]
+                                         [--out benchmarks/STEP_COST.md] [--smoke] [--compile MODEL ...]
 
 Models: the SPEC's MLP and SimpleCNN (benchmarks/cases.py WORKLOADS, built from fastdstn.nn), torchvision's ResNet-18
 and a small ViT through `convert` with a tuned weight decay (cases.ARCHITECTURES). Per model, interleaved in one
 process on one batch (timing.interleave, the median of per-round ratios): the plain step, Δ-STN's train_step (both
 sub-steps), and each sub-step alone. Then torch.profiler splits one Δ-STN step's and one plain step's CPU time by op:
 `GEMM/conv` is the self time of the matrix products and convolutions (what no implementation can skip), in units of
-the plain step's whole time; the rest of the Δ-STN step is what the method adds around them. --compile adds the
-steps of networks compiled with `model.compile()` (Inductor), each against its eager twin. --smoke runs the same code
-at toy sizes and writes nothing unless --out is given.
+the plain step's whole time; the rest of the Δ-STN step is what the method adds around them. --compile MODEL ...
+adds those models' steps with networks compiled by `model.compile()` (Inductor), each against its eager twin.
+--smoke runs the same code at toy sizes and writes nothing unless --out is given.
 """
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import cases
+from fastdstn.train.allocator import keep_freed_memory
 from results import machine_info
 from timing import interleave, paired, timed
 
@@ -130,19 +131,22 @@ def main() -> None:
     parser.add_argument("--budget", type=float, default=30.0, help="seconds of interleaved rounds per model")
     parser.add_argument("--min-rounds", type=int, default=5)
     parser.add_argument("--smoke", action="store_true", help="toy sizes, two rounds, nothing written without --out")
-    parser.add_argument("--compile", action="store_true",
-                        help="also time the plain and Δ-STN steps of networks compiled with model.compile()")
+    parser.add_argument("--compile", nargs="*", default=[], choices=list(TARGETS), metavar="MODEL",
+                        help="models whose plain and Δ-STN steps are also timed compiled with model.compile()")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's malloc at its defaults (the default run keeps freed memory, as fastdstn train)")
     parser.add_argument("--out", default=None, help="markdown file (default benchmarks/STEP_COST.md, none with --smoke)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    malloc = "default" if args.default_malloc or not keep_freed_memory() else "kept"
     budget, min_rounds = (0.0, 2) if args.smoke else (args.budget, args.min_rounds)
     info = machine_info(torch.device("cpu"))
     load = os.getloadavg()[0]
     rows = []
     for name in args.models:
-        rows.append(measure(name, args.smoke, budget, min_rounds, args.compile))
+        rows.append(measure(name, args.smoke, budget, min_rounds, name in args.compile))
         print(table(rows[-1:])[-1], flush=True)
-        if args.compile:
+        if name in args.compile:
             print(compile_table(rows[-1:])[-1], flush=True)
     out = args.out or (None if args.smoke else os.path.join(HERE, "STEP_COST.md"))
     if out is None:
@@ -152,7 +156,7 @@ def main() -> None:
         "# Δ-STN step cost on the target models (CPU)",
         "",
         f"`{command}`, {info['timestamp']}, {info['cpu']}, {args.threads} threads, torch {info['torch']}, fastdstn "
-        f"{info['fastdstn']}, ops backend auto; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
+        f"{info['fastdstn']}, ops backend auto, malloc {malloc}; load average {load:.1f} at the start, {os.getloadavg()[0]:.1f} at "
         "the end.",
         "",
         "× columns: the median over interleaved rounds of (step time / the same round's plain SGD step). `general` and "
@@ -162,7 +166,8 @@ def main() -> None:
         "",
     ]
     compile_lines = ["", "torch.compile (Inductor, `model.compile()` on the plain network and on the converted one; each "
-                     "ratio against the same model's eager step):", "", *compile_table(rows)] if args.compile else []
+                     "ratio against the same model's eager step):", "",
+                     *compile_table([r for r in rows if r["name"] in args.compile])] if args.compile else []
     with open(out, "w") as f:
         f.write("\n".join(header + table(rows) + compile_lines) + "\n")
     print(f"wrote {out}")
