@@ -5,11 +5,12 @@
 namespace m = fastdstn::math;
 
 // The type that holds Philox's 32-bit words in this copy's vectorized rounds. g++ 12 vectorizes uint32_t words
-// with vpmuludq, widening the words to 64-bit lanes and narrowing them back every round (the shuffles cost
-// more than the multiplies); uint64_t words stay in 64-bit lanes, multiplied by AVX-512DQ's vpmullq, while
-// without AVX-512 they are multiplied by the constants with shifts and adds. ns per mask element, 1 thread,
-// uint32_t / uint64_t words: AVX-512 2.9 / 1.6, AVX2 5.3 / 5.8, baseline 5.5 / 11.3 (a stand-alone copy of
-// this loop at 256 rows × 4096 keys, on this project's AMD EPYC build machine).
+// with vpmuludq, widening the words to 64-bit lanes and narrowing them back with cross-lane shuffles every
+// round; uint64_t words stay in 64-bit lanes, multiplied by AVX-512DQ's vpmullq, while without AVX-512 they
+// are multiplied by the constants with shifts and adds. ns per mask element, 1 thread, uint32_t / uint64_t
+// words: AVX-512 2.9 / 1.6, AVX2 5.3 / 5.8, baseline 5.5 / 11.3 (a stand-alone copy of this loop at 256 rows ×
+// 4096 keys, on this project's AMD EPYC build machine); in the op at 64 heads × 65 rows × 65 keys the AVX-512
+// copy went from 0.82 to 0.42 ms (`python benchmarks/bench_attention.py --keep-mask --threads 1`).
 using PhiloxWord = std::conditional_t<kLoopIsa == Isa::avx512, uint64_t, uint32_t>;
 
 // One query row of one head: the draws of keys 0 … keys − 1 differ only in the counter's first word, so the
