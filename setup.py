@@ -50,7 +50,8 @@ def package_version(cuda: str, torch_version: str) -> str:
 
 def extensions():
     """The compiled-ops extension and the build metadata it was made with (or none of either)."""
-    # csrc/common/ and one folder per op family (csrc/dense/, csrc/lstm_cell/, csrc/dropout/).
+    # csrc/common/ and one folder per op family (csrc/dense/, csrc/lstm_cell/, csrc/dropout/, csrc/attention/:
+    # CPU only, no .cu file).
     cpp_sources = sorted(glob.glob(os.path.join("csrc", "*", "*.cpp")))
     if _flag("FASTDSTN_NO_EXTENSIONS") or not cpp_sources:
         return [], {}, {"version": release_version(), "compiled": False}

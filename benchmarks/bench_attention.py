@@ -6,6 +6,8 @@ attention training (forward O, gradients w.r.t. q, k, v), which is what a non-ST
 
 CPU providers (float32):
   dual        fastdstn.ops.attention_dual, reference backend (blockwise, custom tangent-path backward)
+  dual-cpp    the same on the cpp backend: the reference's algorithm with the compiled dropout keep mask (the
+              same code as `dual` without --dropout); when the extension is built
   fwAD-math   forward-mode AD through PyTorch's SDPA math kernel (the only SDPA kernel with a forward-AD rule)
   sdpa        plain SDPA forward + backward w.r.t. q, k, v (PyTorch's default CPU kernel), for scale
 GPU providers (--gpu; bf16, T ≥ 1024):
@@ -19,7 +21,9 @@ torch.profiler's allocation events on CPU and torch.cuda.max_memory_allocated on
 
     python benchmarks/bench_attention.py --smoke                 # seconds: every provider once, tiny shapes
     python benchmarks/bench_attention.py                         # CPU table, T = 128 ... 4096
+    python benchmarks/bench_attention.py --dropout 0.1           # with per-example attention dropout
     python benchmarks/bench_attention.py --block-sweep           # the reference's block size, T = 4096
+    python benchmarks/bench_attention.py --keep-mask             # one block's dropout mask: PyTorch vs compiled
     python benchmarks/bench_attention.py --routing-overhead      # Δ-STN steps without attention, routing on/off
     python benchmarks/bench_attention.py --gpu                   # GPU table (needs CUDA)
     python benchmarks/report.py                                  # then render the rows into RESULTS.md
@@ -42,6 +46,7 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from fastdstn import ops
+from fastdstn.ops import cpp
 from fastdstn.ops.attention import reference
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,12 +63,15 @@ def operands(batch, heads, length, head_dim, dtype, device):
     return [make() for _ in range(7)]     # q, k, v, q̇, k̇, v̇ and the cotangent of the output
 
 
-def dual_step(backend: str, q, k, v, qt, kt, vt, g, causal) -> Callable[[], object]:
+def dual_step(backend: str, q, k, v, qt, kt, vt, g, causal, dropout: float = 0.0) -> Callable[[], object]:
+    """attention_dual's forward and tangent backward on `backend`, with per-example attention dropout at rate
+    `dropout` for every example when it is above 0."""
     tangents = [t.clone().requires_grad_() for t in (qt, kt, vt)]
+    rate = torch.full((q.shape[0],), dropout, device=q.device) if dropout > 0 else None
 
     def run():
         with ops.use_backend(backend):
-            _, ot = ops.attention_dual(q, k, v, *tangents, is_causal=causal)
+            _, ot = ops.attention_dual(q, k, v, *tangents, is_causal=causal, dropout_rate=rate, seed=0)
         return torch.autograd.grad(ot, tangents, g)
     return run
 
@@ -97,8 +105,10 @@ def providers_for(length: int, args, device: str) -> Dict[str, Callable]:
         out = {"triton": dual_step("triton", q, k, v, qt, kt, vt, g, args.causal),
                "sdpa-flash": sdpa_step(q, k, v, g, args.causal, SDPBackend.FLASH_ATTENTION)}
     else:
-        out = {"dual": dual_step("reference", q, k, v, qt, kt, vt, g, args.causal),
-               "sdpa": sdpa_step(q, k, v, g, args.causal)}
+        out = {"dual": dual_step("reference", q, k, v, qt, kt, vt, g, args.causal, args.dropout)}
+        if cpp.AVAILABLE:
+            out["dual-cpp"] = dual_step("cpp", q, k, v, qt, kt, vt, g, args.causal, args.dropout)
+        out["sdpa"] = sdpa_step(q, k, v, g, args.causal)
     if length <= args.math_max_length:
         out["fwAD-math"] = forward_ad_math_step(q, k, v, qt, kt, vt, g, args.causal)
     return out
@@ -106,15 +116,18 @@ def providers_for(length: int, args, device: str) -> Dict[str, Callable]:
 
 def shape_label(args, length: int) -> str:
     return (f"B{args.batch} h{args.heads} d{args.head_dim} T{length}" + (" causal" if args.causal else "")
-            + (" bf16" if args.gpu else " fp32"))
+            + (f" dropout{args.dropout:g}" if args.dropout > 0 else "") + (" bf16" if args.gpu else " fp32"))
 
 
 def table(args, device: str, info) -> List[Row]:
     """Every provider at each length: time_ms, time_ratio to plain SDPA, peak_MB; printed as a table as it runs."""
     ours = "triton" if device == "cuda" else "dual"
     other = "sdpa-flash" if device == "cuda" else "sdpa"
-    print(f"| T | {ours} ms (p20–p80) | fwAD-math ms | {other} ms | fwAD-math / {ours} | {ours} / {other} | "
-          f"{ours} MB | fwAD-math MB | {other} MB |\n|---|---|---|---|---|---|---|---|---|", flush=True)
+    compiled = "dual-cpp" if device == "cpu" and cpp.AVAILABLE else None
+    compiled_head = f" {compiled} ms | {ours} / {compiled} |" if compiled else ""
+    print(f"| T | {ours} ms (p20–p80) |{compiled_head} fwAD-math ms | {other} ms | fwAD-math / {ours} | "
+          f"{ours} / {other} | {ours} MB | fwAD-math MB | {other} MB |\n|---|---|---|---|---|---|---|---|---|"
+          + ("---|---|" if compiled else ""), flush=True)
     rows: List[Row] = []
     for length in args.lengths:
         providers = providers_for(length, args, device)
@@ -129,7 +142,9 @@ def table(args, device: str, info) -> List[Row]:
         math = ms.get("fwAD-math")
         math_ms, math_ratio, math_mb = (f"{math:.2f}", f"{math / ms[ours]:.2f}x", f"{memory['fwAD-math']:.1f}"
                                         ) if math else ("–", "–", "–")
-        print(f"| {length} | {mine.p50:.2f} ({mine.p20:.2f}–{mine.p80:.2f}) | {math_ms} | {ms[other]:.2f} | "
+        compiled_cells = f" {ms[compiled]:.2f} | {ms[ours] / ms[compiled]:.2f}x |" if compiled else ""
+        print(f"| {length} | {mine.p50:.2f} ({mine.p20:.2f}–{mine.p80:.2f}) |{compiled_cells} {math_ms} | "
+              f"{ms[other]:.2f} | "
               f"{math_ratio} | {ms[ours] / ms[other]:.2f}x | {memory[ours]:.1f} | {math_mb} | {memory[other]:.1f} |",
               flush=True)
     return rows
@@ -162,6 +177,34 @@ def block_sweep(args, info) -> List[Row]:
             print(f"| {block_rows} | {median:.2f} ({p20:.2f}–{p80:.2f}) | {mb:.1f} |", flush=True)
     finally:
         reference.BLOCK_ROWS = chosen
+    return rows
+
+
+# (heads, query rows, keys) of one block's keep mask: a ViT's (16 examples × 4 heads, 65 tokens) and a long
+# sequence's (2 heads, the reference's 128-row block, 4096 keys).
+KEEP_MASK_SHAPES = [(64, 65, 65), (2, 128, 4096)]
+
+
+def keep_mask_table(args, info) -> List[Row]:
+    """One block's attention-dropout keep mask alone (rate 0.1 per head, float32): the reference's PyTorch Philox
+    (reference.philox_keep_mask) against the compiled fastdstn::attention_keep_mask that the cpp backend uses."""
+    if not cpp.AVAILABLE:
+        raise SystemExit(f"--keep-mask: the compiled extension is not available ({cpp.UNAVAILABLE_REASON})")
+    from fastdstn.ops.attention import cpp as compiled
+
+    print("| heads × rows × keys | reference ms (p20–p80) | cpp ms (p20–p80) | reference / cpp |\n|---|---|---|---|",
+          flush=True)
+    rows: List[Row] = []
+    for heads, block_rows, keys in [(4, 8, 16)] if args.smoke else KEEP_MASK_SHAPES:
+        rate = torch.full((heads,), 0.1)
+        providers = {name: (lambda f=f: f(1234, rate, 0, block_rows, keys, torch.float32))
+                     for name, f in (("reference", reference.philox_keep_mask), ("cpp", compiled.keep_mask))}
+        seconds = interleaved(providers, args.rounds, "cpu")
+        shape = f"{heads}x{block_rows}x{keys} fp32"
+        rows += time_rows(info, "attention", "keep_mask", "fwd", shape, seconds, "reference")
+        ref, ours = (percentiles([t * 1e3 for t in seconds[n]]) for n in ("reference", "cpp"))
+        print(f"| {heads} × {block_rows} × {keys} | {ref.p50:.3f} ({ref.p20:.3f}–{ref.p80:.3f}) | "
+              f"{ours.p50:.3f} ({ours.p20:.3f}–{ours.p80:.3f}) | {ref.p50 / ours.p50:.1f}x |", flush=True)
     return rows
 
 
@@ -203,6 +246,8 @@ def main(argv=None) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="tiny shapes, one round: checks that it runs, writes nothing")
     parser.add_argument("--block-sweep", action="store_true", help="time the reference's block size")
+    parser.add_argument("--keep-mask", action="store_true",
+                        help="one block's dropout keep mask: the reference's PyTorch Philox vs the compiled op")
     parser.add_argument("--routing-overhead", action="store_true",
                         help="Δ-STN steps of models without attention with dual_routes() on and off")
     parser.add_argument("--csv", default=RESULTS_CSV, help="the results table to append the rows to")
@@ -211,6 +256,9 @@ def main(argv=None) -> None:
     parser.add_argument("--heads", type=int, help="default: 2 on CPU, 16 on a GPU")
     parser.add_argument("--head-dim", type=int, default=64)
     parser.add_argument("--causal", action="store_true")
+    parser.add_argument("--dropout", type=float, default=0.0,
+                        help="per-example attention-dropout rate of the dual providers (default 0: none; the "
+                             "SDPA and fwAD-math providers run without dropout)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--math-max-length", type=int, default=4096,
                         help="longest T for the fwAD-math provider (O(T²) memory per head)")
@@ -230,6 +278,8 @@ def main(argv=None) -> None:
         rows = block_sweep(args, info)
     elif args.routing_overhead:
         rows = routing_overhead(args, info)
+    elif args.keep_mask:
+        rows = keep_mask_table(args, info)
     else:
         rows = table(args, device, info)
     if not args.smoke:

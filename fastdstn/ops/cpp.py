@@ -3,8 +3,8 @@ was built.
 
 The C++ library defines the `fastdstn::*` operators, their CPU/CUDA kernels and their autograd formulas (one
 folder per op family under csrc/); each family's `cpp.py` (fastdstn/ops/dense/cpp.py, lstm_cell/cpp.py,
-dropout/cpp.py) registers the fake (meta) kernels of its ops and exposes functions with the signatures of its
-`reference.py`. The backend registry (dispatch.py) reads AVAILABLE, UNAVAILABLE_REASON, DEVICE_TYPES and DTYPES.
+dropout/cpp.py, attention/cpp.py) registers the fake (meta) kernels of its ops and exposes functions with the
+signatures of its `reference.py`. The backend registry (dispatch.py) reads AVAILABLE, UNAVAILABLE_REASON, DEVICE_TYPES and DTYPES.
 
 Importing never raises: without the compiled extension `AVAILABLE` is False and `UNAVAILABLE_REASON` says how
 to build it (the backend registry then falls back to the reference).

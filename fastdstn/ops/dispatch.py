@@ -27,7 +27,9 @@ from .autocast import dtype_for
 BACKEND_MODULES = {"reference": "fastdstn.ops.reference", "cpp": "fastdstn.ops.cpp",
                    "triton": "fastdstn.ops.triton_config"}
 # op -> (its family folder under fastdstn/ops/, {backend: the module in that folder implementing it}); every
-# family has a reference.py, and a backend a family does not name runs the reference for it.
+# family has a reference.py, and a backend a family does not name runs the reference for it. A family's module
+# may narrow its backend's devices with its own DEVICE_TYPES (attention/cpp.py: CPU only, so that on CUDA "auto"
+# goes on to the Triton kernel).
 _DENSE_LINEAR = ("dense", {"cpp": "cpp", "triton": "triton"})
 _DENSE_CONV = ("dense", {"cpp": "cpp", "triton": "triton_conv"})
 OPS: Dict[str, Tuple[str, Dict[str, str]]] = {
@@ -36,8 +38,12 @@ OPS: Dict[str, Tuple[str, Dict[str, str]]] = {
     "stn_embedding": ("embedding", {}), "stn_embedding_dual": ("embedding", {}),
     "lstm_cell_dual": ("lstm_cell", {"cpp": "cpp", "triton": "triton"}),
     "dropout_dual": ("dropout", {"cpp": "cpp", "triton": "triton"}),
-    "attention_dual": ("attention", {"triton": "triton"}), "attention": ("attention", {"triton": "triton"}),
+    "attention_dual": ("attention", {"cpp": "cpp", "triton": "triton"}),
+    "attention": ("attention", {"cpp": "cpp", "triton": "triton"}),
 }
+# (backend, op) pairs whose function wraps other operators and has no fastdstn::<op> of its own (so no Autocast
+# kernel): the cpp attention is the reference's algorithm with the compiled keep mask fastdstn::attention_keep_mask.
+NO_OPERATOR = {("cpp", "attention_dual"), ("cpp", "attention")}
 # CUDA: the compiled ops first. Measured on an H100 (torch 2.11, benchmarks/history/gpu.md): at the
 # docs/METHOD.md §8 layer sizes the dual ops are launch-bound and cpp runs them 1.15–1.56x faster than the
 # reference, the Triton backend 1.4–3x slower than cpp; the fmnist-quick epoch takes 0.7–0.9 s with cpp,
@@ -48,7 +54,7 @@ _forced: contextvars.ContextVar[str] = contextvars.ContextVar("fastdstn_backend"
 _loaded: Dict[str, Optional[ModuleType]] = {}
 _load_errors: Dict[str, str] = {}
 _warned: set = set()
-_implementations: Dict[Tuple[str, str], Callable] = {}
+_implementations: Dict[Tuple[str, str], Optional[Tuple[Callable, ModuleType]]] = {}
 
 
 def load(name: str) -> Optional[ModuleType]:
@@ -87,9 +93,10 @@ def compute_dtype(op: str, like: torch.Tensor) -> torch.dtype:
 
 def operator_names(op: str) -> Tuple[str, ...]:
     """The names of the operators (fastdstn::<name>) that run `op` on the compiled backend (<op>) and the Triton
-    backend (<op>_triton), for those of the two that implement it."""
+    backend (<op>_triton), for those of the two that implement it with an operator of their own (NO_OPERATOR)."""
     backends = OPS[op][1]
-    return tuple(name for backend, name in (("cpp", op), ("triton", f"{op}_triton")) if backend in backends)
+    return tuple(name for backend, name in (("cpp", op), ("triton", f"{op}_triton"))
+                 if backend in backends and (backend, op) not in NO_OPERATOR)
 
 
 @contextlib.contextmanager
@@ -119,16 +126,23 @@ def _warn_once(name: str, device_type: str, dtype: Optional[torch.dtype] = None)
                       f"`fastdstn info` shows what was built.", RuntimeWarning, stacklevel=4)
 
 
-def implementation(backend: str, op: str) -> Optional[Callable]:
-    """The function of `backend` that runs `op` (from the op's family folder), or None where the backend does not
-    implement it; only called for a backend that loaded."""
+def _implementation(backend: str, op: str) -> Optional[Tuple[Callable, ModuleType]]:
+    """(the function of `backend` that runs `op`, the family module that holds it), or None where the backend
+    does not implement it; only called for a backend that loaded."""
     key = (backend, op)
     if key not in _implementations:
         family, modules = OPS[op]
-        module = "reference" if backend == "reference" else modules.get(backend)
-        _implementations[key] = (None if module is None else
-                                 getattr(importlib.import_module(f"fastdstn.ops.{family}.{module}"), op))
+        name = "reference" if backend == "reference" else modules.get(backend)
+        module = None if name is None else importlib.import_module(f"fastdstn.ops.{family}.{name}")
+        _implementations[key] = None if module is None else (getattr(module, op), module)
     return _implementations[key]
+
+
+def implementation(backend: str, op: str) -> Optional[Callable]:
+    """The function of `backend` that runs `op` (from the op's family folder), or None where the backend does not
+    implement it; only called for a backend that loaded."""
+    found = _implementation(backend, op)
+    return None if found is None else found[0]
 
 
 def choose(op: str, device_type: str, dtype: Optional[torch.dtype] = None):
@@ -140,9 +154,10 @@ def choose(op: str, device_type: str, dtype: Optional[torch.dtype] = None):
     for name in candidates:
         module = load(name)
         if module is not None and supports(module, device_type):
-            function = implementation(name, op)
-            if function is None:
+            found = _implementation(name, op)
+            if found is None or not supports(found[1], device_type):
                 continue
+            function = found[0]
             if not runs_dtype(module, device_type, dtype):
                 if forced != "auto":
                     _warn_once(name, device_type, dtype)

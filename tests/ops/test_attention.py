@@ -17,7 +17,7 @@ from fastdstn.nn import dual_routes
 from fastdstn.ops.attention import reference as R
 
 from accuracy import assert_within_bound, attention_magnitudes, attention_terms, roundings
-from op_cases import attention_args, backends, grads, tensors
+from op_cases import CPP_OPCHECK_UTILS, attention_args, backends, grads, needs_cpp, tensors
 
 F64 = torch.float64
 ATTENTION = backends(op="attention_dual")
@@ -291,6 +291,103 @@ def test_philox_known_answers():
     assert R.philox(0x299F31D0A4093822, *words).item() == 0xD16CFE09
 
 
+def bits(t):
+    """The bit patterns of a float tensor, so that equality is exact (it tells −0.0 from 0.0, and inf and NaN
+    patterns apart)."""
+    return t.view({torch.float64: torch.int64, torch.float32: torch.int32}.get(t.dtype, torch.int16))
+
+
+# (heads, row_start, rows, keys): sizes that are multiples of nothing, a block past row 2^7, a single
+# element, no rows, no keys.
+KEEP_SHAPES = [(3, 0, 7, 13), (5, 130, 17, 33), (1, 3, 1, 1), (4, 0, 0, 5), (2, 9, 3, 0)]
+
+
+@needs_cpp
+@pytest.mark.parametrize("dtype", [torch.float32, F64, torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("seed", [0, 1234, 2 ** 32 + 5, 0x299F31D0A4093822, 2 ** 63 - 1])
+@pytest.mark.parametrize("shape", KEEP_SHAPES, ids=lambda s: "x".join(map(str, s)))
+def test_compiled_keep_mask_is_the_philox_mask_bit_for_bit(shape, seed, dtype):
+    """fastdstn::attention_keep_mask (csrc/attention/) against the reference's PyTorch Philox: the same draws,
+    comparisons and scales, bit for bit, for rates 0, near 1 (0.9999 rounds to 1 in bf16: a kept weight is inf on
+    both) and in between, given as float32 or float64 (the draw compares with the float32 rounding, the scale is
+    computed from the rate rounded to `dtype`)."""
+    from fastdstn.ops.attention import cpp as C
+    heads, row_start, rows, keys = shape
+    g = torch.Generator().manual_seed(seed % 1000)
+    fixed = torch.tensor([0.0, 0.9999, 0.5, 1 - 2 ** -30, 0.1], dtype=F64)
+    for rate in (fixed[:heads], torch.rand(heads, generator=g, dtype=F64), torch.rand(heads, generator=g)):
+        want = R.philox_keep_mask(seed, rate, row_start, rows, keys, dtype)
+        got = C.keep_mask(seed, rate, row_start, rows, keys, dtype)
+        assert got.shape == (heads, rows, keys) and got.dtype == dtype
+        assert torch.equal(bits(got), bits(want)), (rate, (bits(got) != bits(want)).nonzero()[:5])
+
+
+@needs_cpp
+def test_compiled_keep_mask_at_the_bench_shapes():
+    """The ViT block (16 examples × 4 heads, 65 rows and keys) and a long one (2 heads, 128 rows, 4096 keys)."""
+    from fastdstn.ops.attention import cpp as C
+    for heads, rows, keys in ((64, 65, 65), (2, 128, 4096)):
+        rate = torch.rand(heads)
+        assert torch.equal(C.keep_mask(77, rate, 0, rows, keys, torch.float32),
+                           R.philox_keep_mask(77, rate, 0, rows, keys, torch.float32))
+
+
+@needs_cpp
+@pytest.mark.parametrize("op", ["attention_dual", "attention"])
+@pytest.mark.parametrize("mask", ["dropout", "causal-dropout"])
+def test_cpp_backend_is_the_reference_with_the_compiled_mask(op, mask):
+    """The cpp backend runs the reference's algorithm: with the same mask, its outputs and gradients are the
+    reference's bit for bit (blocks of 5 rows: causal blocks stop at different keys)."""
+    from fastdstn.ops.attention import cpp as C
+    kw = mask_kwargs(mask, (2, 3), 13, 11)
+    results = []
+    for module in (R, C):
+        q, k, v, qt, kt, vt = attention_args((2, 3), 13, 11, dtype=torch.float32, grads="q k v qt kt vt".split())
+        wrt = (q, k, v, qt, kt, vt) if op == "attention_dual" else (q, k, v)
+        outs = getattr(module, op)(*wrt, **kw)
+        outs = outs if isinstance(outs, tuple) else (outs,)
+        results.append([*outs, *torch.autograd.grad(outs[-1].sum(), wrt)])
+    for got, want in zip(results[1], results[0]):
+        assert torch.equal(got, want)
+
+
+@needs_cpp
+@pytest.mark.parametrize("mask", ["dropout", "causal-dropout"])
+def test_cpp_gradcheck_with_dropout(mask):
+    """float64 gradcheck through the cpp backend with its compiled mask: the tangent path (primal frozen:
+    gradients of Ȯ w.r.t. q̇, k̇, v̇) and the recorded path (gradients of O and Ȯ w.r.t. everything)."""
+    from fastdstn.ops.attention import cpp as C
+    kw = mask_kwargs(mask, (2, 2), 6, 6)
+    q, k, v, *tangents = attention_args((2, 2), 6, 6, 3, 2, grads=("qt", "kt", "vt"))
+    assert torch.autograd.gradcheck(lambda *t: C.attention_dual(q, k, v, *t, **kw)[1], tuple(tangents))
+    everything = [t.detach().requires_grad_() for t in (q, k, v, *tangents)]
+    assert torch.autograd.gradcheck(lambda *t: C.attention_dual(*t, **kw), tuple(everything))
+    assert torch.autograd.gradcheck(lambda *t: C.attention(*t, **kw), tuple(everything[:3]))
+
+
+@needs_cpp
+def test_keep_mask_opcheck():
+    op = torch.ops.fastdstn.attention_keep_mask.default
+    for args in ((5, torch.tensor([0.1, 0.5]), 3, 7, 9, torch.float32), (2 ** 40, torch.rand(3, dtype=F64), 0, 4, 4,
+                                                                        torch.bfloat16)):
+        torch.library.opcheck(op, args, test_utils=CPP_OPCHECK_UTILS)
+
+
+@needs_cpp
+@pytest.mark.parametrize("args,match", [
+    ((0, torch.rand(2, 3), 0, 4, 4, torch.float32), r"head_rate: expected shape \[heads\]"),
+    ((0, torch.tensor([1, 0]), 0, 4, 4, torch.float32), r"head_rate: expected a floating-point tensor"),
+    ((0, torch.rand(2), -1, 4, 4, torch.float32), r"row_start, rows: expected 0 <= row_start"),
+    ((0, torch.rand(2), 2 ** 32 - 2, 4, 4, torch.float32), r"row_start, rows: expected .* row_start \+ rows <= 2\^32"),
+    ((0, torch.rand(2), 0, 4, -3, torch.float32), r"keys: expected 0 <= keys <= 2\^32, received -3"),
+    ((0, torch.rand(2), 0, 4, 4, torch.int32), r"dtype: expected a floating dtype, received Int"),
+], ids=["head_rate-2d", "head_rate-int", "row_start", "counter", "keys", "dtype"])
+def test_keep_mask_bad_arguments_name_themselves(args, match):
+    with pytest.raises(RuntimeError, match="fastdstn::attention_keep_mask: " + match) as error:
+        torch.ops.fastdstn.attention_keep_mask(*args)
+    assert "\n" not in str(error.value).split("\nException raised from")[0]
+
+
 @pytest.mark.parametrize("backend", backends(op="attention"))
 def test_dropout_rates_per_example_and_seeds(backend):
     rate = torch.tensor([0.0, 0.1, 0.5, 0.9])
@@ -346,11 +443,19 @@ def test_bad_arguments_name_themselves(args, name):
     assert message.startswith(f"{name}:") and "\n" not in message, message
 
 
-def test_backend_choice(recwarn):
+def test_backend_choice(recwarn, monkeypatch):
+    from fastdstn.ops import cpp
     from fastdstn.ops.dispatch import choose
-    assert choose("attention_dual", "cpu")[1] is R.attention_dual
-    with ops.use_backend("cpp"):
-        assert choose("attention_dual", "cpu")[1] is R.attention_dual
+    with ops.use_backend("auto"):
+        if cpp.AVAILABLE:
+            from fastdstn.ops.attention import cpp as C
+            monkeypatch.setattr(cpp, "DEVICE_TYPES", ("cpu", "cuda"))    # as in a build with CUDA kernels
+            for op in ("attention_dual", "attention"):
+                assert choose(op, "cpu") == ("cpp", getattr(C, op))
+                assert choose(op, "cpu", torch.bfloat16)[1] is getattr(R, op), "the compiled CPU ops: fp32, fp64"
+                assert choose(op, "cuda")[0] != "cpp", "on CUDA the Triton kernel draws its own mask"
+        else:
+            assert choose("attention_dual", "cpu")[1] is R.attention_dual
     with ops.use_backend("triton"):
         q, k, v, qt, kt, vt = operands()
         ops.attention_dual(q, k, v, qt, kt, vt)

@@ -34,7 +34,7 @@ def test_rules_name_ops_of_the_table():
 @pytest.mark.parametrize("op", list(autocast.RULES))
 def test_every_operator_of_a_ruled_op_has_autocast_kernels(op):
     names = dispatch.operator_names(op)
-    if "cpp" in dispatch.OPS[op][1]:
+    if "cpp" in dispatch.OPS[op][1] and ("cpp", op) not in dispatch.NO_OPERATOR:
         assert op in names
     for name in names:
         if name.endswith("_triton"):

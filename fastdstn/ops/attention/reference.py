@@ -16,12 +16,14 @@ AD's O(T²) per head. Otherwise autograd records the blockwise computation (diff
 
 Dropout: the keep mask of element (n, i, j) (n the flattened index of the leading dims) is a function of
 (seed, n, i, j) alone: Philox4x32-10 with key `seed` and counter (j, i, n, 0), the same numbers Triton's
-`tl.philox` draws, so this backend and the Triton kernel drop the same attention weights.
+`tl.philox` draws, so this backend and the Triton kernel drop the same attention weights. A block's mask comes
+from the `keep_mask` the entry points take: `philox_keep_mask` here, the compiled op with the same numbers on the
+cpp backend (cpp.py), which is this module's algorithm otherwise.
 """
 from __future__ import annotations
 
 import math
-from typing import List, Optional, Tuple
+from typing import Callable, List, Optional, Tuple
 
 import torch
 
@@ -71,6 +73,27 @@ def philox_uniform(seed: int, c0: Tensor, c1: Tensor, c2: Tensor) -> Tensor:
     return folded.to(torch.float32) * _UNIFORM_SCALE
 
 
+def philox_keep_mask(seed: int, head_rate: Tensor, row_start: int, rows: int, keys: int,
+                     dtype: torch.dtype) -> Tensor:
+    """The scaled keep mask D (heads, rows, keys) of query rows row_start … row_start + rows − 1 and keys
+    0 … keys − 1 of the flattened heads whose drop rates are head_rate (heads,): 1/(1 − p) where weight (n, i, j)
+    is kept, 0 where dropped, weight (n, i, j) drawn by `philox_uniform` with counter (j, i, n, 0). Drawn
+    against the float32 rate, scaled in `dtype`: what the Triton kernel does too. The compiled backend draws the
+    same mask in C++ (fastdstn::attention_keep_mask, fastdstn/ops/attention/cpp.py)."""
+    device = head_rate.device
+    n = torch.arange(head_rate.shape[0], device=device, dtype=torch.int64)[:, None, None]
+    i = torch.arange(row_start, row_start + rows, device=device, dtype=torch.int64)[:, None]
+    j = torch.arange(keys, device=device, dtype=torch.int64)[None, :]
+    uniform = philox_uniform(seed, j, i, n)
+    rate = head_rate[:, None, None]
+    p = rate.to(dtype)
+    return torch.where(uniform >= rate.to(torch.float32), 1.0 / (1.0 - p), 0.0)
+
+
+# What draws a block's keep mask: `philox_keep_mask`'s signature. The compiled backend passes its own.
+KeepMask = Callable[[int, Tensor, int, int, int, torch.dtype], Tensor]
+
+
 def _work_dtype(dtype: torch.dtype) -> torch.dtype:
     """Scores, softmax and accumulations run in float32 for half-precision inputs (as flash attention does)."""
     return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
@@ -78,10 +101,12 @@ def _work_dtype(dtype: torch.dtype) -> torch.dtype:
 
 class _Problem:
     """One attention call's fixed data: the operands in the working dtype, the mask, the scale and the dropout
-    draw; `scores`, `softmax` and `keep` give a block of query rows' S, P and D."""
+    draw (`keep_mask` draws a block's keep mask); `scores`, `softmax` and `keep` give a block of query rows' S,
+    P and D."""
 
     def __init__(self, q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor], is_causal: bool,
-                 scale: Optional[float], dropout_rate: Optional[Tensor], seed: int) -> None:
+                 scale: Optional[float], dropout_rate: Optional[Tensor], seed: int,
+                 keep_mask: KeepMask = philox_keep_mask) -> None:
         work = _work_dtype(q.dtype)
         self.q, self.k, self.v = q.to(work), k.to(work), v.to(work)
         self.work = work
@@ -93,12 +118,12 @@ class _Problem:
             if attn_mask.dtype == torch.bool:
                 attn_mask = torch.zeros_like(attn_mask, dtype=work).masked_fill(~attn_mask, float("-inf"))
             self.mask = attn_mask.to(work).reshape((1,) * max(0, 2 - attn_mask.dim()) + attn_mask.shape)
-        self.rate, self.seed = dropout_rate, seed
+        self.rate, self.seed, self.keep_mask = dropout_rate, seed, keep_mask
+        self.lead = q.shape[:-2]
         if dropout_rate is not None:
-            lead = q.shape[:-2]
-            # Flattened index n of the leading dims (the Philox counter's third word) and each one's drop rate.
-            self.head_index = torch.arange(math.prod(lead), device=q.device).reshape(*lead, 1, 1)
-            self.head_rate = dropout_rate.detach().reshape(-1, *[1] * (len(lead) + 1)).expand(*lead, 1, 1)
+            # The drop rate of each flattened head n (n indexes the leading dims: the Philox counter's third word).
+            lead = self.lead
+            self.head_rate = dropout_rate.detach().reshape(-1, *[1] * (len(lead) - 1)).expand(*lead).reshape(-1)
 
     def key_stop(self, rows: slice) -> int:
         """Keys past this one get no weight from these rows (causal attention: key j ≤ query row i)."""
@@ -131,14 +156,9 @@ class _Problem:
         """The scaled keep mask D (1/(1 − p) where kept, 0 where dropped) of the block, or None without dropout."""
         if self.rate is None:
             return None
-        stop = self.key_stop(rows)
-        device = self.q.device
-        i = torch.arange(rows.start, rows.stop, device=device, dtype=torch.int64)[:, None]
-        j = torch.arange(stop, device=device, dtype=torch.int64)[None, :]
-        uniform = philox_uniform(self.seed, j, i, self.head_index)
-        # Drawn against the float32 rate, scaled in the working dtype: what the Triton kernel does too.
-        p = self.head_rate.to(self.work)
-        return torch.where(uniform >= self.head_rate.to(torch.float32), 1.0 / (1.0 - p), 0.0)
+        mask = self.keep_mask(self.seed, self.head_rate, rows.start, rows.stop - rows.start, self.key_stop(rows),
+                              self.work)
+        return mask.reshape(*self.lead, *mask.shape[1:])
 
     def row_blocks(self) -> List[slice]:
         return [slice(start, min(start + BLOCK_ROWS, self.tq)) for start in range(0, self.tq, BLOCK_ROWS)]
@@ -220,8 +240,8 @@ class _TangentPath(torch.autograd.Function):
     recomputes P blockwise and returns the gradients of (q̇, k̇, v̇)."""
 
     @staticmethod
-    def forward(ctx, q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed):
-        pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
+    def forward(ctx, q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask):
+        pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask)
         tangents = [None if t is None else t.to(pb.work) for t in (qt, kt, vt)]
         o, ot = _dual_forward(pb, *tangents, tangent=True)
         ctx.problem = pb
@@ -238,7 +258,7 @@ class _TangentPath(torch.autograd.Function):
         needs = tuple(bool(n) for n in ctx.needs_input_grad[3:6])
         grads = _backward(ctx.problem, o, grad_ot, needs) if any(needs) else (None, None, None)
         tangent_grads = [None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)]
-        return (None, None, None, *tangent_grads, None, None, None, None, None)
+        return (None, None, None, *tangent_grads, None, None, None, None, None, None)
 
 
 class _Attention(torch.autograd.Function):
@@ -247,8 +267,8 @@ class _Attention(torch.autograd.Function):
     torch.func.jvp run through it (the check of Δ-STN's dual pass against torch.func.jvp does)."""
 
     @staticmethod
-    def forward(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed):
-        pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
+    def forward(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask):
+        pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask)
         o, _ = _dual_forward(pb, None, None, None, tangent=False)
         return o.to(q.dtype), o.detach()     # two tensors, also when the dtypes agree and .to returns o itself
 
@@ -265,7 +285,7 @@ class _Attention(torch.autograd.Function):
         (o,) = ctx.saved_tensors
         grads = _backward(ctx.problem, o, grad_o, tuple(bool(n) for n in ctx.needs_input_grad[:3]))
         return (*[None if g is None else g.to(dtype) for g, dtype in zip(grads, ctx.dtypes)],
-                None, None, None, None, None)
+                None, None, None, None, None, None)
 
     @staticmethod
     def jvp(ctx, qt, kt, vt, *_):
@@ -281,20 +301,23 @@ def _needs_graph(*tensors: Optional[Tensor]) -> bool:
 def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional[Tensor],
                    vt: Optional[Tensor], attn_mask: Optional[Tensor] = None, is_causal: bool = False,
                    scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None,
-                   seed: int = 0) -> Tuple[Tensor, Tensor]:
-    """(O, Ȯ): attention and its tangent along (q̇, k̇, v̇) (None: zero), in the dtype of q."""
+                   seed: int = 0, *, keep_mask: KeepMask = philox_keep_mask) -> Tuple[Tensor, Tensor]:
+    """(O, Ȯ): attention and its tangent along (q̇, k̇, v̇) (None: zero), in the dtype of q; `keep_mask` draws
+    the dropout mask of each block of query rows."""
     if not _needs_graph(q, k, v, attn_mask):
-        return _TangentPath.apply(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed)
-    pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
+        return _TangentPath.apply(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask)
+    pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask)
     tangents = [None if t is None else t.to(pb.work) for t in (qt, kt, vt)]
     o, ot = _dual_forward(pb, *tangents, tangent=True)
     return o.to(q.dtype), ot.to(q.dtype)
 
 
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
-              scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None, seed: int = 0) -> Tensor:
-    """O = (softmax(S) ⊙ D)·V with per-example attention-weight dropout, in the dtype of q."""
+              scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None, seed: int = 0, *,
+              keep_mask: KeepMask = philox_keep_mask) -> Tensor:
+    """O = (softmax(S) ⊙ D)·V with per-example attention-weight dropout, in the dtype of q; `keep_mask` draws
+    the dropout mask of each block of query rows."""
     if not _needs_graph(attn_mask):
-        return _Attention.apply(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)[0]
-    pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)
+        return _Attention.apply(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask)[0]
+    pb = _Problem(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed, keep_mask)
     return _dual_forward(pb, None, None, None, tangent=False)[0].to(q.dtype)

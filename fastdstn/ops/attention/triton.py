@@ -6,7 +6,8 @@ attention backward, registered with torch.library as
     fastdstn::attention_backward_triton(q, k, v, o, lse, grad, mask?, is_causal, scale, rate?, seed, needs)
                                                                                            -> (dq, dk, dv)
 
-(the C++ library defines the `fastdstn` namespace but no attention op; these are a Python fragment of it).
+(the C++ library defines the `fastdstn` namespace and only the CPU keep mask of attention; these are a Python
+fragment of it).
 
 Forward (`_attention_fwd_kernel`), one program per (block of BLOCK_M query rows, example × head), looping over
 blocks of keys with flash attention's online softmax: the running row maximum m and normaliser l rescale

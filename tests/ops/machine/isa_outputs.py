@@ -41,6 +41,10 @@ def outputs():
     rate = torch.linspace(0.05, 0.9, 6)
     out["dropout"] = [compiled.dropout_dual(x, x, rate, 1234, 0, ())[0],
                       compiled.dropout_dual(x.transpose(0, 2).contiguous(), None, rate, 99, 2, (1,))[0]]
+    # attention dropout's keep mask (uint64_t Philox words in the AVX-512 copy, uint32_t in the others)
+    from fastdstn.ops.attention import cpp as attention
+    out["attention_keep_mask"] = [attention.keep_mask(2 ** 40 + 7, rate, 3, 17, 45, dtype)
+                                  for dtype in (torch.float32, torch.float64, torch.bfloat16)]
     return {k: [t.detach() for t in v] for k, v in out.items()}
 
 
