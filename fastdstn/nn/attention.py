@@ -29,11 +29,13 @@ from .. import ops
 from ..hyper.feed import current_feed
 from .base import join_dual, split_dual
 from .dropout import draw_seed
+from .dual_routes import one_call
 
 Tensor = torch.Tensor
 Dropout = Union[float, Tensor, None]
 
 
+@one_call
 def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None, is_causal: bool = False,
               scale: Optional[float] = None, dropout: Dropout = None,
               need_weights: bool = False) -> Tuple[Tensor, Optional[Tensor]]:

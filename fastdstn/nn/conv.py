@@ -7,6 +7,7 @@ from torch import nn
 
 from .. import ops
 from .base import StnLayer, join_dual, op_dtype_args, split_dual
+from .dual_routes import one_call
 
 
 class StnConv2d(nn.Conv2d, StnLayer):
@@ -37,6 +38,7 @@ class StnConv2d(nn.Conv2d, StnLayer):
 
     input_layout = "(B, C, H, W)"
 
+    @one_call
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = self.active_feed(x, 0, batched_dims=4)
         if feed is None:

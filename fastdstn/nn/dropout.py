@@ -15,6 +15,7 @@ from .. import ops
 from ..hyper.feed import Feed, current_feed
 from ..untraced import untraced
 from .base import join_dual, split_dual
+from .dual_routes import one_call
 
 # A sigmoid-constrained rate with high = 1 can round to exactly 1.0 in float32; 1/(1 − p) must stay finite.
 MAX_RATE = 1.0 - 1e-6
@@ -31,7 +32,7 @@ def per_example_rate(feed: Feed, hyper: str, batch: int, where: str, like: torch
     A value outside [0, 1] is an error naming the hyperparameter (its range does not fit a rate); exactly 1 (a
     float32 sigmoid rounding up) is taken as MAX_RATE."""
     rate = feed.value(hyper, batch, where)
-    if bool((~torch.isfinite(rate) | (rate < 0) | (rate > 1)).any()):
+    if not bool(((rate >= 0) & (rate <= 1)).all()):     # NaN fails both comparisons
         raise ValueError(f"{where}: hyperparameter {hyper!r} is used as a drop probability, expected values in "
                          f"[0, 1], received values in [{rate.min().item():.4g}, {rate.max().item():.4g}]; give it a "
                          f"range inside [0, 1], e.g. Hyper({hyper!r}, 0.1, 0.0, 0.95)")
@@ -73,6 +74,7 @@ class StnDropout(nn.Module):
     # Not traced by torch.compile: reading the rates (the range check) and drawing the mask seed are graph breaks,
     # three per site; one break at the module costs a compiled model less (benchmarks/STEP_COST.md).
     @untraced
+    @one_call
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rate = training_rate(self, self.hyper, x.shape[self.batch_dim], f"{self._get_name()}({self.hyper!r})", x)
         if rate is None:

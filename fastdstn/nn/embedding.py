@@ -16,6 +16,7 @@ from torch import nn
 
 from .. import ops
 from .base import StnLayer, join_dual, rows_for
+from .dual_routes import one_call
 
 
 class StnEmbedding(nn.Embedding, StnLayer):
@@ -43,6 +44,7 @@ class StnEmbedding(nn.Embedding, StnLayer):
         """True when the input has no example dimension (see the module docstring)."""
         return tokens.dim() < 2 or (tokens.shape[self.batch_dim] == 1 and batch != 1)
 
+    @one_call
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         feed = self.active_feed(tokens, None, batched_dims=0)
         if feed is None:

@@ -7,6 +7,7 @@ from torch import nn
 
 from .. import ops
 from .base import StnLayer, join_dual, op_dtype_args, rows_for, split_dual
+from .dual_routes import one_call
 
 
 class StnLinear(nn.Linear, StnLayer):
@@ -26,6 +27,7 @@ class StnLinear(nn.Linear, StnLayer):
     def input_layout(self) -> str:
         return f"(..., {self.in_features}) with the examples along dim {self.batch_dim}"
 
+    @one_call
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         feed = self.active_feed(x, self.batch_dim, batched_dims=max(2, self.batch_dim + 2))
         if feed is None:

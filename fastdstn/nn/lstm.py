@@ -17,6 +17,7 @@ from torch import nn
 from .. import ops
 from ..hyper.feed import Feed, current_feed
 from .base import join_dual, rows_for, split_dual
+from .dual_routes import one_call
 from .dropout import StnLockedDropout, draw_seed, per_example_rate
 from .linear import StnLinear
 
@@ -94,6 +95,7 @@ class StnLSTM(nn.Module):
         out_t = torch.stack(output_tangents) if h_t is not None else None
         return out, out_t, (h, h_t), (c, c_t)
 
+    @one_call
     def forward(self, x: Tensor, hx: Optional[Tuple[Tensor, Tensor]] = None):
         feed = current_feed()
         batch_dim = 0 if self.batch_first else 1
