@@ -4,14 +4,15 @@
     python benchmarks/bench_cpu_env.py malloc       # a SimpleCNN conv with glibc's defaults vs freed memory kept
     python benchmarks/bench_cpu_env.py stacking     # one convolution over stacked [W_g; W_r] vs two convolutions
     python benchmarks/bench_cpu_env.py gemm         # the linear ops' small-batch GEMM kernel vs torch.mm, by size
+    python benchmarks/bench_cpu_env.py pooling      # max pooling of contiguous (N, C, H, W) vs a channels-last copy
 
-Times are the minimum (isa, gemm) or median (malloc, stacking) of repeated calls at 1 thread (isa; gemm also at
+Times are the minimum (isa, gemm) or median (malloc, stacking, pooling) of repeated calls at 1 thread (isa; gemm also at
 2) or torch's default threads, in milliseconds or microseconds as labelled. Each setting runs in its own process
 because the instruction set, the allocator and the GEMM kernel's mode are fixed once per process (gemm times the
 same op calls with FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits
 give to ATen). These produced the
 numbers quoted in csrc/common/isa.h, csrc/dense/small_gemm_cpu.cpp, csrc/dense/dense_ops.cpp,
-fastdstn/train/allocator.py and benchmarks/history/ops_cpp.md.
+fastdstn/train/allocator.py, fastdstn/nn/pooling.py and benchmarks/history/ops_cpp.md.
 """
 from __future__ import annotations
 
@@ -99,6 +100,33 @@ def stacking_case() -> dict:
     return out
 
 
+# Max pools of the step-cost models: SimpleCNN's two (2×2, B128) and ResNet-18's stem (3×3 stride 2 pad 1, B16 64 px).
+POOLS = [("SimpleCNN pool1", (128, 16, 28, 28), (2, 2, 0)), ("SimpleCNN pool2", (128, 32, 14, 14), (2, 2, 0)),
+         ("ResNet-18 stem", (16, 64, 32, 32), (3, 2, 1))]
+
+
+def pooling_case() -> dict:
+    """ATen's max pooling with indices of a contiguous (N, C, H, W) tensor against the same values through a
+    channels-last copy (copies included, as fastdstn.nn.pooling runs it in the dual pass), 1 thread."""
+    import torch
+
+    from fastdstn.train.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(1)
+    pool = torch.ops.aten.max_pool2d_with_indices
+    out = {}
+    for name, shape, (k, stride, pad) in POOLS:
+        x = torch.randn(shape)
+
+        def channels_last():
+            y, indices = pool(x.contiguous(memory_format=torch.channels_last), [k, k], [stride, stride], [pad, pad])
+            return y.contiguous(), indices.contiguous()
+        out[f"{name} {shape}: contiguous ms"] = _median_ms(lambda: pool(x, [k, k], [stride, stride], [pad, pad]), 30)
+        out[f"{name} {shape}: channels-last copy ms"] = _median_ms(channels_last, 30)
+    return out
+
+
 def gemm_case(quick: bool = False) -> dict:
     """The linear ops' three kinds of product through their test ops, each one C++ call from Python: the
     forward's x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ (fastdstn::_linear_products); ∂ẋ = g·W_g and ∂W_r = aᵀ·x
@@ -132,7 +160,8 @@ def gemm_comparison(aten: dict, kernel: dict) -> dict:
             for key in aten}
 
 
-CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "gemm": gemm_case}
+CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "gemm": gemm_case,
+         "pooling": pooling_case}
 
 
 def _in_subprocess(part: str, env: dict, quick: bool) -> dict:
@@ -152,7 +181,7 @@ def main() -> None:
         return
     settings = {"isa": [{"FASTDSTN_CPU_ISA": v} for v in ("baseline", "avx2", "widest")],
                 "malloc": [{"FASTDSTN_KEEP_FREED_MEMORY": v} for v in ("0", "1")],
-                "stacking": [{}]}.get(args.part)
+                "stacking": [{}], "pooling": [{}]}.get(args.part)
     if args.part == "gemm":  # ATen (kernel off) and the kernel (FASTDSTN_SMALL_GEMM=any: every size) in turn
         aten, kernel = (_in_subprocess("gemm", {"FASTDSTN_SMALL_GEMM": mode}, args.quick) for mode in ("0", "any"))
         print("\n".join(f"{k}: {v}" for k, v in gemm_comparison(aten, kernel).items()), flush=True)

@@ -54,7 +54,8 @@ def one_call(fn: Callable) -> Callable:
     """fn (fastdstn's own layers, whose bodies call nothing a route takes) as ONE call of the mode inside
     dual_routes(): the mode receives fn itself and runs it with the mode off, instead of intercepting each tensor
     call of its body. A StnLinear's checks alone made about 60 (shapes, dtypes, `dim`): the mode cost the MLP's
-    Δ-STN step 1.1 ms of 62 (1 thread) and the 32-16-16-10 smoke MLP's 0.73 of 3.7 ms (interleaved A/B). Outside
+    Δ-STN step 1.1 ms of 62 and the 32-16-16-10 smoke MLP's 0.73 of 3.7 ms (1 thread, the step timed interleaved with
+    and without dual_routes(); nothing measurable with one_call). Outside
     the block, fn runs as it is. This is torch.overrides' protocol for functions that take part in
     __torch_function__ (`handle_torch_function`): another mode or tensor subclass sees fn as one call too."""
     @functools.wraps(fn)

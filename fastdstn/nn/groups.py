@@ -27,8 +27,9 @@ def general_parameters(model: nn.Module) -> List[nn.Parameter]:
 
 
 class _SquaredNorm(torch.autograd.Function):
-    """‖W‖² in one pass over W, and its gradient 2·c·W in one more (autograd's W.pow(2).sum() makes 2–3 passes each
-    way, and on ResNet-18's 11 M weights the penalty was a sixth of the general sub-step: benchmarks/STEP_COST.md)."""
+    """‖W‖² in one pass over W, and its gradient 2·c·W in one more. Autograd's W.pow(2).sum() makes 2–3 passes each
+    way: over ResNet-18's 11 M weights (B16, 64 px, 1 thread) the general sub-step took 1.18× a plain step with the
+    weight decay tuned and 1.02× without, timed interleaved; 1.15× with these Functions."""
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor) -> torch.Tensor:

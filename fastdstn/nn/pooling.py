@@ -1,10 +1,10 @@
 """Max pooling in Δ-STN's dual pass: the primal through the channels-last kernel, the tangent as a gather.
 
 On CPU, ATen's max pooling of a contiguous (N, C, H, W) tensor is several times slower than of the same tensor in
-channels-last memory (torch 2.14, 1 thread, `python benchmarks/bench_step_cost.py` machine: 8.9 ms against 0.9 ms for
-SimpleCNN's first pool, (128, 16, 28, 28) with 2×2 windows; 7.9 against 3.9 ms with the copies for ResNet-18's
-stem). Both give the same values and the same argmax indices (the first maximum of each window in row-major order,
-tests/nn/test_pooling.py). In the dual pass the primal is frozen, so `max_pool2d` pools a channels-last copy of x
+channels-last memory: with the copies there and back, 8.9 against 3.0 ms for SimpleCNN's first pool (128, 16, 28, 28),
+4.7 against 1.2 ms for its second, 8.2 against 4.2 ms for ResNet-18's stem (torch 2.14, 1 thread, `python
+benchmarks/bench_cpu_env.py pooling`). Both give the same values and the same argmax indices (the first maximum of
+each window in row-major order, tests/nn/test_pooling.py). In the dual pass the primal is frozen, so `max_pool2d` pools a channels-last copy of x
 and takes ẏ = ẋ at the argmax indices; the adjoint is ATen's max-pooling backward at those indices (a scatter-add).
 Elsewhere it is F.max_pool2d. `dual_routes()` sends F.max_pool2d (nn.MaxPool2d's call) here.
 """
