@@ -55,7 +55,8 @@ def one_call(fn: Callable) -> Callable:
     dual_routes(): the mode receives fn itself and runs it with the mode off, instead of intercepting each tensor
     call of its body. A StnLinear's checks alone made about 60 (shapes, dtypes, `dim`): the mode cost the MLP's
     Δ-STN step 1.1 ms of 62 and the 32-16-16-10 smoke MLP's 0.73 of 3.7 ms (1 thread, the step timed interleaved with
-    and without dual_routes(); nothing measurable with one_call). Outside
+    and without dual_routes(); with one_call 1.01×, p20–p80 1.00–1.02×: `python benchmarks/bench_attention.py
+    --routing-overhead --threads 1 --rounds 15`). Outside
     the block, fn runs as it is. This is torch.overrides' protocol for functions that take part in
     __torch_function__ (`handle_torch_function`): another mode or tensor subclass sees fn as one call too."""
     @functools.wraps(fn)
