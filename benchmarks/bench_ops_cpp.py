@@ -10,6 +10,14 @@ Providers:
   mm-floor   (linear only) the bare torch.mm calls of the same shapes: x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ forward and
              ∂ẏ·W_g, ∂ẏᵀ·x backward: the GEMM floor that a fused op can approach but not beat.
 
+Channel dropout rows: dropout_dual on SimpleCNN's feature maps with H and W shared (one draw per example and
+channel), forward and backward w.r.t. x and ẋ; `mul-floor` is the bare multiplies by a broadcast mask.
+
+The last row is the tuned weight penalty of the response sub-step (`weight_penalty(model, ε, general=False)`
+and its gradient w.r.t. every W_r and V, W_g frozen) over torchvision's ResNet-18 converted to STN layers, 11.2 M
+weights each in W_g and W_r: the compiled passes fastdstn::penalty_row_sums and penalty_row_combination against
+the reference's ATen expressions, both under fastdstn.ops.use_backend.
+
     python benchmarks/bench_ops_cpp.py                 # append the rows (suite ops_cpp) to benchmarks/results.csv
     python benchmarks/report.py                        # then render them into RESULTS.md
 
@@ -24,7 +32,8 @@ import sys
 
 import torch
 
-from fastdstn.ops import cpp
+from fastdstn.nn import response_parameters, weight_penalty
+from fastdstn.ops import cpp, use_backend
 from fastdstn.ops import reference as ref
 from fastdstn.ops.dispatch import implementation
 from fastdstn.train.allocator import keep_freed_memory
@@ -62,6 +71,38 @@ def conv_case(B, c_in, c_out, hw, k, pad, has_xt):
     geometry = ((1, 1), (pad, pad), (1, 1), 1)
     return {"cpp": _response_step(implementation("cpp", "stn_conv2d_dual"), a, leaves, *geometry),
             "reference": _response_step(ref.stn_conv2d_dual, a, leaves, *geometry)}
+
+
+def channel_dropout_case(B, C, hw):
+    x, xt, gy, gyt = (torch.randn(B, C, hw, hw, requires_grad=n < 2) for n in range(4))
+    rate = torch.full((B,), 0.25)
+    mask = torch.rand(B, C, 1, 1)
+
+    def under(op):
+        def run():
+            y, yt = op(x, xt, rate, 7, 0, (2, 3))
+            return torch.autograd.grad((y, yt), (x, xt), (gy, gyt))
+        return run
+
+    def floor():
+        return gy * mask, gyt * mask, x.detach() * mask, xt.detach() * mask
+    return {"cpp": under(implementation("cpp", "dropout_dual")), "reference": under(ref.dropout_dual),
+            "mul-floor": floor}
+
+
+def penalty_case():
+    model = cases.resnet18_workload().stn("delta")[0].method.model
+    for p in model.parameters():
+        p.requires_grad_(False)
+    leaves = [p.requires_grad_(True) for p in response_parameters(model)]
+    eps = 0.1 * torch.randn(16, model.fc.hyper_proj.shape[1])
+
+    def under(backend):
+        def run():
+            with use_backend(backend):
+                return torch.autograd.grad(weight_penalty(model, eps, general=False), leaves, allow_unused=True)
+        return run
+    return {"cpp": under("cpp"), "reference": under("reference")}
 
 
 def rounds_for(ms_estimate: float, budget_s: float) -> int:
@@ -104,6 +145,9 @@ def main(argv=None):
               f"conv {name}", lambda shape=shape: conv_case(*shape))
              for name, shape in zip(cases.CONV_NAMES, cases.CONV_SHAPES)
              for B, c_in, c_out, hw, k, pad, has_xt in [shape]]
+    work += [("dropout_dual", f"channels: ({B}, {C}, {hw}, {hw}), H and W shared", f"dropout ({B}, {C}, {hw})",
+              lambda B=B, C=C, hw=hw: channel_dropout_case(B, C, hw)) for B, C, hw in ((128, 16, 14), (128, 32, 7))]
+    work.append(("weight_penalty", "ResNet-18: 2 × 11.2 M weights", "penalty resnet18", penalty_case))
     for op, size, label, build in work:
         if args.only and args.only not in label:
             continue

@@ -157,8 +157,11 @@ SUITES = {
     "ops_cpp": ("Compiled ops against the reference and the GEMM floor",
                 "`python benchmarks/bench_ops_cpp.py`: each dual op's forward plus Δ-STN's response-sub-step "
                 "backward (grads of ẋ, W_r, b_r, V), per provider on the same inputs, interleaved. mm-floor = the "
-                "bare torch.mm calls of the same shapes (linear only). time_ratio = median of the per-round "
-                "ratios to mm-floor (linear) or to cpp (conv)."),
+                "bare torch.mm calls of the same shapes (linear only). dropout_dual: channel dropout forward and "
+                "backward w.r.t. x and ẋ; mul-floor = the bare multiplies by a broadcast mask. weight_penalty: the "
+                "response sub-step's tuned L2 penalty and its gradient over ResNet-18's STN layers, its compiled "
+                "passes against the reference's ATen expressions. time_ratio = median of the per-round ratios to "
+                "mm-floor (linear) or to cpp (the others)."),
     "attention": ("attention_dual: dual forward and tangent-path backward",
                   "`python benchmarks/bench_attention.py [--gpu] [--block-sweep] [--routing-overhead]`: (O, Ȯ) and "
                   "the gradients of a loss on Ȯ w.r.t. (q̇, k̇, v̇) per provider (dual / triton: fastdstn; "

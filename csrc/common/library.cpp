@@ -1,7 +1,7 @@
 // The fastdstn operator library and the Python module fastdstn._C.
 //
 // Each op family defines its schemas (TORCH_LIBRARY_FRAGMENT) and registers its kernels in its own folder:
-// dense/, lstm_cell/, dropout/, attention/ (<family>_ops.cpp: schemas and the CPU/CUDA kernels;
+// dense/, lstm_cell/, dropout/, attention/, penalty/ (<family>_ops.cpp: schemas and the CPU/CUDA kernels;
 // <family>_autograd.cpp: the Autograd kernel). The fake (meta) kernels are registered from Python, in fastdstn/ops/<family>/cpp.py; the
 // Triton ops join the namespace from Python as fastdstn::<op>_triton. This file claims the namespace, so that
 // no other library defines ops in it.

@@ -20,11 +20,32 @@ void dropout_row(uint64_t stream, const double* rate, double p_row, int64_t base
   }
 }
 
+// A run of L elements that share one mask value (trailing shared dims, e.g. the H·W of a channel dropout): one
+// draw, then a scaled copy. Drawing per element, as the general row does, cost channel dropout of
+// (128, 16, 14, 14) 1.47 ms against 0.30 ms for the two multiplies alone (1 thread, primal and tangent).
+template <class S>
+void dropout_run(uint64_t stream, double p, int64_t base, int64_t L, const S* x, const S* xt, S* y, S* yt) {
+  const S mask = m::dropout_scale(m::uniform01(stream, static_cast<uint64_t>(base)), p, S(1) / (S(1) - S(p)));
+#pragma omp simd
+  for (int64_t j = 0; j < L; ++j) y[j] = x[j] * mask;
+  if (yt) {
+#pragma omp simd
+    for (int64_t j = 0; j < L; ++j) yt[j] = xt[j] * mask;
+  }
+}
+
 template <class S>
 void dropout_loop(const Dropout& e) {
-  // Rows of the last dimension: the mask index and the example are found once per row.
+  // Rows: the trailing shared dims as one constant-mask run, else the last dimension. The mask index and the
+  // example are found once per row.
   const int nd = e.ndim;
-  const int64_t L = e.sizes[nd - 1], rows = e.numel / std::max<int64_t>(L, 1);
+  int first_shared = nd;  // the trailing dims first_shared … nd − 1 are shared (the batch dim never is)
+  while (first_shared > 0 && e.mask_stride[first_shared - 1] == 0) --first_shared;
+  const bool constant_rows = first_shared < nd;
+  const int row_dims = constant_rows ? first_shared : nd - 1;  // the dims that index the rows
+  int64_t L = 1;
+  for (int d = row_dims; d < nd; ++d) L *= e.sizes[d];
+  const int64_t rows = e.numel / std::max<int64_t>(L, 1);
   const int64_t ms_last = e.mask_stride[nd - 1];
   const bool batch_last = e.batch_dim == nd - 1;
   const S* x = static_cast<const S*>(e.x);
@@ -34,7 +55,7 @@ void dropout_loop(const Dropout& e) {
   at::parallel_for(0, rows, grain_rows(L), [&](int64_t r0, int64_t r1) {
     for (int64_t r = r0; r < r1; ++r) {
       int64_t rem = r, base = 0, b = 0;
-      for (int d = nd - 2; d >= 0; --d) {
+      for (int d = row_dims - 1; d >= 0; --d) {
         const int64_t i = rem % e.sizes[d];
         rem /= e.sizes[d];
         base += i * e.mask_stride[d];
@@ -43,7 +64,9 @@ void dropout_loop(const Dropout& e) {
       const int64_t k = r * L;
       const S* xt_r = xt ? xt + k : nullptr;
       S* yt_r = yt ? yt + k : nullptr;
-      if (batch_last) {
+      if (constant_rows) {
+        dropout_run<S>(e.stream, e.rate[b], base, L, x + k, xt_r, y + k, yt_r);
+      } else if (batch_last) {
         dropout_row<S, true>(e.stream, e.rate, 0.0, base, ms_last, L, x + k, xt_r, y + k, yt_r);
       } else {
         dropout_row<S, false>(e.stream, e.rate, e.rate[b], base, ms_last, L, x + k, xt_r, y + k, yt_r);

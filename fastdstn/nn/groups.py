@@ -9,6 +9,7 @@ from torch import nn
 from .base import StnLayer
 from .conv import StnConv2d
 from .linear import StnLinear
+from ..ops.penalty import penalty_row_combination, penalty_row_sums
 
 
 def stn_layers(model: nn.Module) -> Iterator[StnLayer]:
@@ -43,23 +44,24 @@ class _SquaredNorm(torch.autograd.Function):
         return weight * (2 * grad)
 
 
-class _RowProducts(torch.autograd.Function):
-    """(⟨g_k, r_k⟩, ‖r_k‖²) for the rows k (output units) of g = W_g and r = W_r, without weight-sized
-    temporaries; the backward gives each weight's gradient in one expression."""
+class _RowSums(torch.autograd.Function):
+    """(3, rows): ‖g_k‖², ⟨g_k, r_k⟩ and ‖r_k‖² for the rows k (output units) of g = W_g and r = W_r, in one pass
+    over both weights; the backward gives each weight's gradient, a combination of the rows of g and r, in one
+    more (fastdstn.ops.penalty_row_sums and penalty_row_combination: compiled on CPU, where ATen's expressions
+    made 5–7 passes a sub-step over weights that do not stay in cache, benchmarks/PENALTY.md)."""
 
     @staticmethod
-    def forward(ctx, g: torch.Tensor, r: torch.Tensor):
+    def forward(ctx, g: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(g, r)
-        return torch.linalg.vecdot(g.flatten(1), r.flatten(1)), torch.linalg.vector_norm(r.flatten(1), dim=1).square()
+        return penalty_row_sums(g, r)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, d_gr: torch.Tensor, d_rr: torch.Tensor):
+    def backward(ctx, d_sums: torch.Tensor):
         g, r = ctx.saved_tensors
-        rows = (-1,) + (1,) * (g.dim() - 1)
-        d_gr = d_gr.view(rows)
-        d_g = r * d_gr if ctx.needs_input_grad[0] else None
-        d_r = torch.addcmul(g * d_gr, r, 2 * d_rr.view(rows)) if ctx.needs_input_grad[1] else None
+        d_gg, d_gr, d_rr = d_sums
+        d_g = penalty_row_combination(2 * d_gg, g, d_gr, r) if ctx.needs_input_grad[0] else None
+        d_r = penalty_row_combination(d_gr, g, 2 * d_rr, r) if ctx.needs_input_grad[1] else None
         return d_g, d_r
 
 
@@ -72,9 +74,9 @@ def _layer_penalty(layer: nn.Module, h: Optional[torch.Tensor], general: bool) -
         return _SquaredNorm.apply(g)
     s = h.to(g.dtype) @ layer.hyper_proj[: g.shape[0]].t()      # (B, out): the rows' scales per example
     # mean_i ‖g + s_i r‖² per row = ‖g‖² + 2·mean(s)·⟨g, r⟩ + mean(s²)·‖r‖²
-    gr, rr = _RowProducts.apply(g, layer.response_weight)
+    gg, gr, rr = _RowSums.apply(g, layer.response_weight)
     response = (2 * s.mean(0) * gr + s.pow(2).mean(0) * rr).sum()
-    return _SquaredNorm.apply(g) + response if general else response
+    return gg.sum() + response if general else response
 
 
 def weight_penalty(model: nn.Module, h: Optional[torch.Tensor] = None, general: bool = True) -> torch.Tensor:

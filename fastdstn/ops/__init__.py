@@ -9,8 +9,9 @@
     dropout_dual(x, xt, rate, seed, batch_dim, shared_dims) -> (y, ẏ)
     attention_dual(q, k, v, qt, kt, vt, attn_mask, is_causal, scale, dropout_rate, seed) -> (O, Ȯ)
     attention_with_dropout(q, k, v, attn_mask, is_causal, scale, dropout_rate, seed)    -> O
+    penalty_row_sums(g, r) / penalty_row_combination(a, g, b, r)   (the tuned L2 penalty's passes)
 
-One folder per op family (dense, embedding, lstm_cell, dropout, attention) holds the family's public functions
+One folder per op family (dense, embedding, lstm_cell, dropout, attention, penalty) holds the family's public functions
 (its __init__), its reference.py and one module per compiled backend; `dispatch.OPS` lists them. Shapes and
 formulas: each family's reference.py, all of them gathered in `fastdstn.ops.reference`. Under torch.autocast the
 ops take their tensors in the dtype of their rule (`fastdstn.ops.autocast`, which also puts Autocast kernels on
@@ -25,9 +26,10 @@ from .dispatch import available, current_backend, use_backend
 from .dropout import dropout_dual
 from .embedding import stn_embedding, stn_embedding_dual
 from .lstm_cell import lstm_cell_dual
+from .penalty import penalty_row_combination, penalty_row_sums
 
 autocast.register()
 
 __all__ = ["stn_linear", "stn_linear_dual", "stn_conv2d", "stn_conv2d_dual", "stn_embedding",
            "stn_embedding_dual", "lstm_cell_dual", "dropout_dual", "attention_dual", "attention_with_dropout",
-           "use_backend", "current_backend", "available", "reference"]
+           "penalty_row_sums", "penalty_row_combination", "use_backend", "current_backend", "available", "reference"]

@@ -15,6 +15,8 @@ torch's own autocast lists choose it for its ops (docs/OPS.md, "Autocast"):
                                                                forward AD can hand on a float32 tangent with a
                                                                bf16 primal, e.g. after BatchNorm)
     stn_embedding(_dual)                  (no rule: as given)  a gather, like F.embedding
+    penalty_row_sums,                     (no rule: as given)  passes over the weights, which autocast
+    penalty_row_combination                                    leaves in their own dtype
 
 As in torch, only floating tensors on the autocast device (the first argument's) other than float64 are cast,
 and a per-example drop probability (`rate`) is never cast: it is compared against uniform draws, and bf16

@@ -3,6 +3,7 @@ on the reference backend, the Triton kernels on a GPU or under TRITON_INTERPRET=
 over backend and device, and the routing of SDPA calls in the dual pass (fastdstn.nn.dual_routes). The ground
 truth is plain softmax attention written out here, differentiated forward by torch.func.jvp and backward by
 autograd, in float64; results lie within accuracy.attention_magnitudes' bound of it."""
+import importlib
 import math
 
 import pytest
@@ -273,10 +274,12 @@ def test_triton_opcheck(backend):
 
 @pytest.mark.parametrize("backend", backends("triton"))
 def test_triton_ops_registered_beside_the_compiled_library(backend):
-    """The C++ library defines the fastdstn namespace; the attention ops are a Python fragment of it."""
+    """The C++ library defines the fastdstn namespace; the attention ops are a Python fragment of it, defined when
+    their module is first imported."""
     from fastdstn.ops import cpp
     if not cpp.AVAILABLE:
         pytest.skip(f"fastdstn._C not built: {cpp.UNAVAILABLE_REASON}")
+    importlib.import_module("fastdstn.ops.attention.triton")
     assert torch.ops.fastdstn.stn_linear_dual.default is not None
     assert all(hasattr(torch.ops.fastdstn, name)
                for name in ("attention_dual_triton", "attention_triton", "attention_backward_triton"))

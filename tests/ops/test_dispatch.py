@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import fastdstn.ops as ops
-from fastdstn.ops import cpp
+from fastdstn.ops import cpp, dispatch
 from fastdstn.ops import reference as ref
 from fastdstn.ops.dispatch import resolve
 
@@ -34,7 +34,6 @@ def test_bad_dropout_and_conv_arguments_are_named():
 
 @pytest.mark.usefixtures("reference_backend")
 def test_missing_backend_falls_back_to_reference_with_one_warning(monkeypatch):
-    from fastdstn.ops import dispatch
     monkeypatch.setitem(dispatch._loaded, "triton", None)
     monkeypatch.setitem(dispatch._load_errors, "triton", "not built for this test")
     monkeypatch.setattr(dispatch, "_warned", set())
@@ -97,9 +96,10 @@ def test_cpp_double_backward_is_refused_with_the_way_out(name):
 
 @needs_cpp
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_half_precision_on_cpu_runs_the_reference(dtype):
+def test_half_precision_on_cpu_runs_the_reference(dtype, monkeypatch):
     """The CPU loops compute float32 and float64: half-precision CPU tensors (and CPU autocast) go to the
     reference, silently under "auto" and with one warning when "cpp" was asked for."""
+    monkeypatch.setattr(dispatch, "_warned", set())  # the warning is once per session: whatever ran before
     args = [None if a is None else a.detach().to(dtype) for a in linear_args(LINEAR_CASES[0], torch.float32)]
     expected = ref.stn_linear_dual(*args)
     assert expected[0].dtype == dtype
@@ -180,7 +180,7 @@ def test_cpp_errors_name_the_argument():
 @needs_triton
 def test_triton_backend_dispatch():
     """fastdstn.ops routes to this module for CUDA tensors when the triton backend is chosen."""
-    from fastdstn.ops import dispatch, triton_config
+    from fastdstn.ops import triton_config
     assert dispatch.load("triton") is triton_config
     assert dispatch.supports(triton_config, "cuda") and not dispatch.supports(triton_config, "cpu")
     assert dispatch.implementation("triton", "stn_linear_dual") is TLIN.stn_linear_dual

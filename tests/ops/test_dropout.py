@@ -68,6 +68,23 @@ def test_dropout_shared_dims_share_one_draw_and_the_backward_its_mask(backend, s
     torch.testing.assert_close(gxt, gyt * m)
 
 
+@pytest.mark.parametrize("shape,shared,squeezed", [
+    ((6, 5, 4, 3), (2, 3), (6, 5)),          # channel dropout: the trailing H·W share one draw
+    ((6, 5, 4, 3), (1, 3), (6, 4)),          # a shared dim inside and one at the end
+    ((5, 2, 3, 4, 7), (2, 4), (5, 2, 4)),
+])
+@pytest.mark.parametrize("backend", backends("reference", "cpp"))  # Triton numbers its (example, kept) layout
+def test_dropout_shared_dims_draw_the_mask_of_the_tensor_without_them(backend, shape, shared, squeezed):
+    """A shared dim takes no part in the mask: the mask of x equals the mask of x with its shared dims removed,
+    broadcast back (the compiled loop draws a run of trailing shared dims once, the other rows per element)."""
+    x = torch.ones(shape, device=backend.device)
+    rate = torch.rand(shape[0], device=backend.device) * 0.8
+    y, _ = backend.dropout_dual(x, None, rate, 5, 0, shared)
+    z, _ = backend.dropout_dual(torch.ones(squeezed, device=backend.device), None, rate, 5, 0, ())
+    kept = [1 if d in shared else n for d, n in enumerate(shape)]
+    assert torch.equal(y, z.reshape(kept).expand(shape))
+
+
 @pytest.mark.parametrize("with_xt", [True, False])
 @pytest.mark.parametrize("backend", backends())
 def test_dropout_seed_determines_the_mask_and_the_backward_reuses_it(backend, with_xt):

@@ -29,6 +29,8 @@ def _cases(dtype):
         "lstm_cell_dual": (t(4, 8), t(4, 8), t(4, 2), t(4, 2)),
         "dropout_dual": (t(4, 3, 5), t(4, 3, 5), rate, 11, 0, (2,)),
         "attention_dual": (t(4, 2, 6, 8), t(4, 2, 6, 8), t(4, 2, 6, 8), t(4, 2, 6, 8), None, t(4, 2, 6, 8)),
+        "penalty_row_sums": (t(3, 2, 3, 3), t(3, 2, 3, 3)),
+        "penalty_row_combination": (t(3).float(), t(3, 2, 3, 3), t(3).float(), t(3, 2, 3, 3)),
     }
 
 
