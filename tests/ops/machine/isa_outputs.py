@@ -10,7 +10,8 @@ from fastdstn.ops import cpp, dispatch
 
 # The compiled backend's functions (each family's cpp.py).
 compiled = SimpleNamespace(**{op: dispatch.implementation("cpp", op) for op in (
-    "stn_linear", "stn_linear_dual", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual")})
+    "stn_linear", "stn_linear_dual", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual", "penalty_row_sums",
+    "penalty_row_combination")})
 
 
 def _leaves(gen, *shapes, dtype=torch.float64):
@@ -40,7 +41,12 @@ def outputs():
     x = torch.randn(6, 37, 11, generator=gen, dtype=torch.float32)
     rate = torch.linspace(0.05, 0.9, 6)
     out["dropout"] = [compiled.dropout_dual(x, x, rate, 1234, 0, ())[0],
-                      compiled.dropout_dual(x.transpose(0, 2).contiguous(), None, rate, 99, 2, (1,))[0]]
+                      compiled.dropout_dual(x.transpose(0, 2).contiguous(), None, rate, 99, 2, (1,))[0],
+                      compiled.dropout_dual(x, x, rate, 5, 0, (2,))[1]]     # one draw per run of 11
+    # the weight penalty's passes: rows off the vector width
+    g, r = torch.randn(2, 13, 3, 3, 3, generator=gen, dtype=torch.float64)
+    a, b = torch.randn(2, 13, generator=gen, dtype=torch.float64)
+    out["penalty"] = [compiled.penalty_row_sums(g, r), compiled.penalty_row_combination(a, g, b, r)]
     # attention dropout's keep mask (uint64_t Philox words in the AVX-512 copy, uint32_t in the others)
     from fastdstn.ops.attention import cpp as attention
     out["attention_keep_mask"] = [attention.keep_mask(2 ** 40 + 7, rate, 3, 17, 45, dtype)
