@@ -21,6 +21,7 @@ from typing import Optional, Tuple
 
 import torch
 
+from ...untraced import untraced
 from .. import checks
 from ..autocast import cast
 from ..dispatch import resolve
@@ -94,6 +95,9 @@ def _seed(dropout_rate: Optional[Tensor], seed: Optional[int]) -> int:
     return int(torch.randint(0, 2 ** 62, (), dtype=torch.int64))
 
 
+# Neither public op is traced by torch.compile: a fresh dropout seed per call, guarded on by the traced attention,
+# recompiled every step up to Dynamo's limit of 8 (a converted ViT under model.compile(): tests/method/test_compile.py).
+@untraced
 def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Optional[Tensor],
                    vt: Optional[Tensor], attn_mask: Optional[Tensor] = None, is_causal: bool = False,
                    scale: Optional[float] = None, dropout_rate: Optional[Tensor] = None,
@@ -105,6 +109,7 @@ def attention_dual(q: Tensor, k: Tensor, v: Tensor, qt: Optional[Tensor], kt: Op
                                         _seed(dropout_rate, seed))
 
 
+@untraced
 def attention_with_dropout(q: Tensor, k: Tensor, v: Tensor, attn_mask: Optional[Tensor] = None,
                            is_causal: bool = False, scale: Optional[float] = None,
                            dropout_rate: Optional[Tensor] = None, seed: Optional[int] = None) -> Tensor:
