@@ -39,6 +39,7 @@ def per_example_rate(feed: Feed, hyper: str, batch: int, where: str, like: torch
     return rate.to(device=like.device, dtype=like.dtype).clamp(max=MAX_RATE)
 
 
+@untraced      # reads the rates' values; traced, every site's `where` was a guard and a recompile of its own
 def training_rate(module: nn.Module, hyper: Optional[str], batch: int, where: str,
                   like: torch.Tensor) -> Optional[torch.Tensor]:
     """The per-example rates `module` applies now: those of `hyper` in a training forward inside a feed that

@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode, handle_torch_function, has_torch_function
 
+from ..untraced import own_code
 from . import norms, pooling
 from .attention_routing import _SDPA, _multi_head_attention_forward_routed, sdpa_or_dual
 
@@ -64,4 +65,4 @@ def one_call(fn: Callable) -> Callable:
         if _DualRoutes.open_blocks and has_torch_function(args):
             return handle_torch_function(call, args, *args, **kwargs)
         return fn(*args, **kwargs)
-    return call
+    return own_code(call, fn)
