@@ -55,7 +55,8 @@ def own_code(wrapper: Fn, fn: Callable) -> Fn:
     """`wrapper` with a code object of its own, named after fn. Dynamo keeps compiled frames, their guards and
     their recompile limit (8) per code object: one wrapper code shared by many decorated functions was recompiled
     for each of them once a graph break made it a frame of its own."""
-    wrapper.__code__ = wrapper.__code__.replace(co_qualname=f"{wrapper.__code__.co_qualname}[{fn.__qualname__}]")
+    code = wrapper.__code__
+    wrapper.__code__ = code.replace(co_name=f"{code.co_name}[{fn.__qualname__}]")
     return wrapper
 
 
