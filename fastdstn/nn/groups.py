@@ -47,9 +47,9 @@ class _SquaredNorm(torch.autograd.Function):
 class _RowSums(torch.autograd.Function):
     """(3, rows): ‖g_k‖², ⟨g_k, r_k⟩ and ‖r_k‖² for the rows k (output units) of g = W_g and r = W_r, in one pass
     over both weights; the backward gives each weight's gradient, a combination of the rows of g and r, in one
-    more (fastdstn.ops.penalty_row_sums and penalty_row_combination, compiled on CPU). ATen's expressions made 5–7
+    more (fastdstn.ops.penalty_row_sums and penalty_row_combination, compiled on CPU). ATen expressions make 5–7
     passes a sub-step over weights that do not stay in cache: over ResNet-18's STN layers the response sub-step's
-    penalty and its gradient took 31.7 ms with them and 16.8 ms with the compiled passes (2 threads;
+    penalty and its gradient take 31.7 ms with the ops' reference and 16.8 ms with the compiled passes (2 threads;
     `python benchmarks/bench_ops_cpp.py --only penalty`)."""
 
     @staticmethod
