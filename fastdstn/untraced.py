@@ -27,8 +27,6 @@ def untraced(fn: Fn) -> Fn:
         if "torch._dynamo" not in sys.modules:
             return fn(*args, **kwargs)
         if not disabled:
-            import torch
-
             disabled.append(torch.compiler.disable(fn))
         return disabled[0](*args, **kwargs)
     # The wrapper is itself never traced: Dynamo does not inline a function marked as disabled, and skips the
@@ -68,6 +66,4 @@ def eager_compiled() -> ContextManager[None]:
     aot_eager: tests/method/test_compile.py). Nothing to do when Dynamo was never imported."""
     if "torch._dynamo" not in sys.modules:
         return contextlib.nullcontext()
-    import torch
-
     return torch.compiler.set_stance("force_eager")
