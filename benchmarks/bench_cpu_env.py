@@ -62,6 +62,9 @@ def isa_case() -> dict:
     with torch.no_grad():
         out[f"dropout_dual {x.shape[0]} x {x.shape[1]}, primal + tangent µs"] = _best_us(
             lambda: ops.dropout_dual(x, x, rate, 7, 0, []), 400)
+        head_rate = torch.full((64,), 0.1)     # ViT of bench_step_cost.py: 16 examples × 4 heads, 65 tokens
+        out["attention_keep_mask 64 x 65 x 65 µs"] = _best_us(
+            lambda: ops.attention_keep_mask(123, head_rate, 0, 65, 65, torch.float32), 400)
     return out
 
 

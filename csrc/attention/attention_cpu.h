@@ -10,7 +10,9 @@ namespace m = fastdstn::math;
 // are multiplied by the constants with shifts and adds. ns per mask element, 1 thread, uint32_t / uint64_t
 // words: AVX-512 2.9 / 1.6, AVX2 5.3 / 5.8, baseline 5.5 / 11.3 (a stand-alone copy of this loop at 256 rows ×
 // 4096 keys, on this project's AMD EPYC build machine); in the op at 64 heads × 65 rows × 65 keys the AVX-512
-// copy went from 0.82 to 0.42 ms (`python benchmarks/bench_attention.py --keep-mask --threads 1`).
+// copy went from 0.82 to 0.42 ms (`python benchmarks/bench_attention.py --keep-mask --threads 1`). On an Intel Xeon,
+// where vpmullq is 3 µops, the AVX-512 copy still leads: 0.70 ms against 1.56 (AVX2) and 1.70 (baseline)
+// (`python benchmarks/bench_cpu_env.py isa`).
 using PhiloxWord = std::conditional_t<kLoopIsa == Isa::avx512, uint64_t, uint32_t>;
 
 // One query row of one head: the draws of keys 0 … keys − 1 differ only in the counter's first word, so the

@@ -21,8 +21,9 @@ void dropout_row(uint64_t stream, const double* rate, double p_row, int64_t base
 }
 
 // A run of L elements that share one mask value (trailing shared dims, e.g. the H·W of a channel dropout): one
-// draw, then a scaled copy. Drawing per element, as the general row does, cost channel dropout of
-// (128, 16, 14, 14) 1.47 ms against 0.30 ms for the two multiplies alone (1 thread, primal and tangent).
+// draw, then a scaled copy. Drawing per element, as the general row does, made channel dropout of (128, 16, 14, 14)
+// take 2.37 ms forward and backward against 1.02 ms for the reference; one draw per run, 0.71 ms (1 thread,
+// `python benchmarks/bench_ops_cpp.py --only dropout`, benchmarks/history/step_cost.md).
 template <class S>
 void dropout_run(uint64_t stream, double p, int64_t base, int64_t L, const S* x, const S* xt, S* y, S* yt) {
   const S mask = m::dropout_scale(m::uniform01(stream, static_cast<uint64_t>(base)), p, S(1) / (S(1) - S(p)));
