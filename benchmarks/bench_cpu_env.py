@@ -4,7 +4,7 @@
     python benchmarks/bench_cpu_env.py malloc       # a SimpleCNN conv with glibc's defaults vs freed memory kept
     python benchmarks/bench_cpu_env.py stacking     # one convolution over stacked [W_g; W_r] vs two convolutions
     python benchmarks/bench_cpu_env.py gemm         # the linear ops' small-batch GEMM kernel vs torch.mm, by size
-    python benchmarks/bench_cpu_env.py pooling      # max pooling of contiguous (N, C, H, W) vs a channels-last copy
+    python benchmarks/bench_cpu_env.py pooling      # max pooling of (N, C, H, W): ATen, via channels-last, fastdstn
 
 Times are the minimum (isa, gemm) or median (malloc, stacking, pooling) of repeated calls at 1 thread (isa; gemm also at
 2) or torch's default threads, in milliseconds or microseconds as labelled. Each setting runs in its own process
@@ -109,10 +109,11 @@ POOLS = [("SimpleCNN pool1", (128, 16, 28, 28), (2, 2, 0)), ("SimpleCNN pool2", 
 
 
 def pooling_case() -> dict:
-    """ATen's max pooling with indices of a contiguous (N, C, H, W) tensor against the same values through a
-    channels-last copy (copies included, as fastdstn.nn.pooling runs it in the dual pass), 1 thread."""
+    """Max pooling with indices of a contiguous (N, C, H, W) tensor, 1 thread: ATen's kernel, the same values
+    through a channels-last copy and back, and fastdstn's compiled op (fastdstn.nn.pooling)."""
     import torch
 
+    from fastdstn.ops import cpp
     from fastdstn.train.allocator import keep_freed_memory
 
     keep_freed_memory()
@@ -127,6 +128,10 @@ def pooling_case() -> dict:
             return y.contiguous(), indices.contiguous()
         out[f"{name} {shape}: contiguous ms"] = _median_ms(lambda: pool(x, [k, k], [stride, stride], [pad, pad]), 30)
         out[f"{name} {shape}: channels-last copy ms"] = _median_ms(channels_last, 30)
+        if cpp.AVAILABLE:
+            op = torch.ops.fastdstn.max_pool2d_dual.default
+            out[f"{name} {shape}: fastdstn ms"] = _median_ms(
+                lambda: op(x, None, [k, k], [stride, stride], [pad, pad], [1, 1], False), 30)
     return out
 
 

@@ -13,6 +13,10 @@ Providers:
 Channel dropout rows: dropout_dual on SimpleCNN's feature maps with H and W shared (one draw per example and
 channel), forward and backward w.r.t. x and ẋ; `mul-floor` is the bare multiplies by a broadcast mask.
 
+Max pooling rows: max_pool2d_dual on SimpleCNN's two pools and ResNet-18's stem (64 px), forward and the backward
+w.r.t. ẋ, as the dual pass runs them (the primal frozen); `fwAD` is PyTorch's forward-mode rule of F.max_pool2d on a
+dual tensor and its backward, what the dual pass ran before fastdstn routed max pooling.
+
 The last row is the tuned weight penalty of the response sub-step (`weight_penalty(model, ε, general=False)`
 and its gradient w.r.t. every W_r and V, W_g frozen) over torchvision's ResNet-18 converted to STN layers, 11.2 M
 weights each in W_g and W_r: the compiled passes fastdstn::penalty_row_sums and penalty_row_combination against
@@ -31,6 +35,8 @@ import statistics
 import sys
 
 import torch
+import torch.autograd.forward_ad as fwAD
+import torch.nn.functional as F
 
 from fastdstn.nn import response_parameters, weight_penalty
 from fastdstn.ops import cpp, use_backend
@@ -90,6 +96,27 @@ def channel_dropout_case(B, C, hw):
             "mul-floor": floor}
 
 
+def max_pool_case(B, C, hw, kernel, stride, padding):
+    x, xt = torch.randn(B, C, hw, hw), torch.randn(B, C, hw, hw, requires_grad=True)
+    geometry = ([kernel] * 2, [stride] * 2, [padding] * 2, [1, 1], False)
+    gyt = torch.randn(ref.max_pool2d_dual(x, xt.detach(), *geometry)[0].shape)
+
+    def under(backend):
+        forward, backward = implementation(backend, "max_pool2d_dual"), implementation(backend,
+                                                                                       "max_pool2d_dual_backward")
+
+        def run():
+            _, yt, indices = forward(x, xt.detach(), *geometry)
+            return yt, backward(gyt, indices, (hw, hw))
+        return run
+
+    def forward_ad():
+        with fwAD.dual_level():
+            yt = fwAD.unpack_dual(F.max_pool2d(fwAD.make_dual(x, xt), kernel, stride, padding)).tangent
+        return torch.autograd.grad(yt, xt, gyt)
+    return {"cpp": under("cpp"), "reference": under("reference"), "fwAD": forward_ad}
+
+
 def penalty_case():
     model = cases.resnet18_workload().stn("delta")[0].method.model
     for p in model.parameters():
@@ -147,6 +174,11 @@ def main(argv=None):
              for B, c_in, c_out, hw, k, pad, has_xt in [shape]]
     work += [("dropout_dual", f"channels: ({B}, {C}, {hw}, {hw}), H and W shared", f"dropout ({B}, {C}, {hw})",
               lambda B=B, C=C, hw=hw: channel_dropout_case(B, C, hw)) for B, C, hw in ((128, 16, 14), (128, 32, 7))]
+    work += [("max_pool2d_dual", f"{name}: ({B}, {C}, {hw}, {hw}) k{k} s{st} p{p}", f"pooling {name}",
+              lambda shape=(B, C, hw, k, st, p): max_pool_case(*shape))
+             for name, (B, C, hw, k, st, p) in (("SimpleCNN pool 1", (128, 16, 28, 2, 2, 0)),
+                                                ("SimpleCNN pool 2", (128, 32, 14, 2, 2, 0)),
+                                                ("ResNet-18 stem", (16, 64, 32, 3, 2, 1)))]
     work.append(("weight_penalty", "ResNet-18: 2 × 11.2 M weights", "penalty resnet18", penalty_case))
     for op, size, label, build in work:
         if args.only and args.only not in label:

@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..nn import StnConv2d, StnDropout, StnDropout2d, StnLinear
+from ..nn import MaxPool2d, StnConv2d, StnDropout, StnDropout2d, StnLinear
+from ..nn.pooling import max_pool2d
 from .base import BuiltModel, cutout, dense_stack, dropout
 from .augment_hypers import image_augmentation
 
@@ -31,8 +32,8 @@ class SimpleCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.drop_in(x)
-        x = self.drop1(F.max_pool2d(F.relu(self.conv1(x)), 2))
-        x = self.drop2(F.max_pool2d(F.relu(self.conv2(x)), 2))
+        x = self.drop1(max_pool2d(F.relu(self.conv1(x)), 2))
+        x = self.drop2(max_pool2d(F.relu(self.conv2(x)), 2))
         x = self.drop_fc(F.relu(self.fc1(x.flatten(1))))
         return self.fc2(x)
 
@@ -70,7 +71,7 @@ class ConvNet(nn.Module):
             layers += [conv, nn.ReLU()]
             size = (size + 2 * (k // 2) - k) // stride + 1
             if i + 1 < len(plan) and plan[i + 1] == "M":
-                layers.append(nn.MaxPool2d(2))
+                layers.append(MaxPool2d(2))
                 size //= 2
             layers.append(StnDropout2d(f"dropout_conv{convs}"))
             channels = int(item)

@@ -11,11 +11,12 @@ from .groups import general_parameters, response_parameters, stn_layers, weight_
 from .linear import StnLinear
 from .lstm import StnLSTM
 from .multihead import StnMultiheadAttention
+from .pooling import MaxPool2d
 from .report import ConversionReport
 from .swin import WindowAttention
 from .transformer import ExplicitTransformerEncoderLayer
 
 __all__ = ["StnLayer", "StnLinear", "StnConv2d", "StnEmbedding", "StnLSTM", "StnMultiheadAttention", "WindowAttention",
            "ExplicitTransformerEncoderLayer", "StnDropout", "StnDropout2d", "StnLockedDropout", "Hardsigmoid", "GLU",
-           "attention", "convert", "ConversionReport", "general_parameters", "response_parameters", "stn_layers",
+           "MaxPool2d", "attention", "convert", "ConversionReport", "general_parameters", "response_parameters", "stn_layers",
            "weight_penalty", "dual_routes"]

@@ -15,6 +15,7 @@ weights itself (nn.MultiheadAttention's out_proj, Swin's window attention) is co
     nn.TransformerEncoder                                                                -> nested-tensor path off
     Hugging Face models                                                                  -> attention "fastdstn"
     nn.Hardsigmoid, nn.GLU                                             -> versions with a differentiable tangent
+    nn.MaxPool2d                                                       -> MaxPool2d (fastdstn's compiled pooling)
 
 General weights are the original Parameters themselves, so weights tied in the original (an LM's input and
 output embedding) stay one Parameter, and the converted model at h = 0 computes what the original did.
@@ -38,6 +39,7 @@ from .embedding import StnEmbedding
 from .linear import StnLinear
 from .lstm import StnLSTM
 from .multihead import StnMultiheadAttention
+from .pooling import MaxPool2d
 from .report import ConversionReport, read_hypers
 from .swin import WindowAttention
 from .transformer import ExplicitTransformerEncoderLayer, explicit
@@ -231,6 +233,9 @@ class _Converter:
             return self._converted(name, m, Hardsigmoid(m.inplace))
         if type(m) is nn.GLU:
             return self._converted(name, m, GLU(m.dim))
+        if type(m) is nn.MaxPool2d:
+            return self._converted(name, m, MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation,
+                                                      m.return_indices, m.ceil_mode))
         if isinstance(m, UNSUPPORTED):
             self.report.unsupported.append((name, type(m).__name__, f"no STN layer for {type(m).__name__}"))
             return m

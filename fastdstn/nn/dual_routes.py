@@ -6,7 +6,7 @@ own code, torchvision's and Hugging Face's modules — go where their tangent is
     scaled_dot_product_attention   -> fastdstn.ops.attention_dual (PyTorch's fused kernels have no forward rule)
     multi_head_attention_forward   -> PyTorch's function with its SDPA call routed as above
     batch_norm (training), layer_norm -> one ATen kernel for the tangent and one for its adjoint (fastdstn.nn.norms)
-    max_pool2d                     -> the primal through the channels-last kernel, the tangent a gather (.pooling)
+    max_pool2d                     -> primal, argmax and tangent in one op, the adjoint in another (.pooling)
 
 Each route falls back to PyTorch's function when its inputs carry no tangent; everything else passes through.
 """

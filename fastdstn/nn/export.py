@@ -9,7 +9,7 @@ Each STN module becomes the torch module it stands for, holding its general weig
     StnLSTM        -> nn.LSTM: bias_ih the summed bias, bias_hh zero (nn.LSTM adds the two)
     StnMultiheadAttention -> nn.MultiheadAttention (packed in_proj_weight when kdim = vdim = embed_dim)
     WindowAttention -> torchvision's ShiftedWindowAttention
-    ExplicitTransformerEncoderLayer -> nn.TransformerEncoderLayer;  Hardsigmoid, GLU -> nn.Hardsigmoid, nn.GLU
+    ExplicitTransformerEncoderLayer -> nn.TransformerEncoderLayer;  Hardsigmoid, GLU, MaxPool2d -> their torch.nn classes
     StnDropout, StnLockedDropout -> nn.Dropout;  StnDropout2d -> nn.Dropout2d   (at the tuned rate)
     tuned attention-weight dropout -> the attention module's own rate;  Hugging Face attention -> the
                       implementation the model had before convert
@@ -31,6 +31,7 @@ from torch import nn
 
 from . import huggingface
 from .activations import GLU, Hardsigmoid
+from .pooling import MaxPool2d
 from .base import StnLayer
 from .conv import StnConv2d
 from .dropout import StnDropout, StnDropout2d
@@ -208,6 +209,8 @@ def _restore(m: nn.Module, rate: Rate, h: Optional[Tensor]) -> nn.Module:
         return nn.Hardsigmoid(m.inplace)
     if type(m) is GLU:
         return nn.GLU(m.dim)
+    if type(m) is MaxPool2d:
+        return nn.MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation, m.return_indices, m.ceil_mode)
     if isinstance(m, StnLayer):
         raise TypeError(f"export: no plain torch module is known for {type(m).__name__}")
     if hasattr(m, huggingface.DROPOUT_ATTRIBUTE):

@@ -1,12 +1,22 @@
-"""Max pooling in Δ-STN's dual pass: the primal through the channels-last kernel, the tangent as a gather.
+"""Max pooling through fastdstn's compiled op, in the dual pass and out of it.
 
-On CPU, ATen's max pooling of a contiguous (N, C, H, W) tensor is several times slower than of the same tensor in
-channels-last memory: with the copies there and back, 8.9 against 3.0 ms for SimpleCNN's first pool (128, 16, 28, 28),
-4.7 against 1.2 ms for its second, 8.2 against 4.2 ms for ResNet-18's stem (torch 2.14, 1 thread, `python
-benchmarks/bench_cpu_env.py pooling`). Both give the same values and the same argmax indices (the first maximum of
-each window in row-major order, tests/nn/test_pooling.py). In the dual pass the primal is frozen, so `max_pool2d` pools a channels-last copy of x
-and takes ẏ = ẋ at the argmax indices; the adjoint is ATen's max-pooling backward at those indices (a scatter-add).
-Elsewhere it is F.max_pool2d. `dual_routes()` sends F.max_pool2d (nn.MaxPool2d's call) here.
+On CPU, ATen's max pooling of a (N, C, H, W) tensor branches on every comparison, a coin toss on real activations:
+7.6 ms for SimpleCNN's first pool against 2.3 ms for the same pooling through a channels-last copy and back (1
+thread, `python benchmarks/bench_cpu_env.py pooling`). `fastdstn.ops.max_pool2d_dual` (csrc/pooling/) runs each
+window's comparisons as vector selects, in one pass over the input, and gives the same values and indices (the
+first maximum of each window in row-major order; the last NaN) and, in its backward, the same gradient, summed in
+the same order (tests/nn/test_pooling.py).
+
+    dual input, primal frozen (Δ-STN's dual pass): y, ẏ = ẋ at the argmax indices, and the adjoint that scatters ∂ẏ
+        back onto them, each one pass. PyTorch's forward-mode rule takes the (N, C, H, W) kernel, a gather and a
+        zero fill and scatter: 5.7 against 1.5 ms forward and backward for SimpleCNN's first pool (2 threads,
+        `python benchmarks/bench_ops_cpp.py --only pooling`).
+    plain input on CPU, float32 or float64: y and the indices from the op, its backward the same scatter (the
+        general sub-step, the hyper step and evaluation).
+
+Elsewhere (a channels-last input, CUDA, half precision, torch.compile or functorch transforms, the reference
+backend asked for) `max_pool2d` is F.max_pool2d. `dual_routes()` sends F.max_pool2d (a model's own call) here;
+`convert` puts `MaxPool2d` in place of nn.MaxPool2d.
 """
 from __future__ import annotations
 
@@ -14,44 +24,89 @@ from typing import Sequence, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from .. import ops
+from ..ops import dispatch
+from ..ops.pooling import reference
 from .base import frozen_primal, join_dual, split_dual
 
 Tensor = torch.Tensor
 Size = Union[int, Sequence[int]]
 
 
-def _pair(v: Size) -> list:
-    return [v, v] if isinstance(v, int) else list(v)
-
-
 class _MaxPoolTangent(torch.autograd.Function):
-    """ẋ ↦ ẋ at the argmax `indices` of each window (flat h·W + w per plane); adjoint: ATen's max_pool2d backward."""
+    """(y, ẏ) of max pooling at the frozen primal x: ẏ = ẋ at the argmax of each window; y carries no gradient."""
 
     @staticmethod
-    def forward(ctx, xt: Tensor, x: Tensor, indices: Tensor, geometry: tuple) -> Tensor:
-        ctx.save_for_backward(x, indices)
-        ctx.geometry = geometry
-        return xt.contiguous().flatten(2).gather(2, indices.flatten(2)).view(indices.shape)
+    def forward(ctx, xt: Tensor, x: Tensor, geometry: tuple):
+        y, yt, indices = ops.max_pool2d_dual(x, xt, *geometry)
+        ctx.save_for_backward(indices)
+        ctx.input_size = x.shape[2:]
+        ctx.mark_non_differentiable(y)
+        return y, yt
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad: Tensor):
-        x, indices = ctx.saved_tensors
-        return (torch.ops.aten.max_pool2d_with_indices_backward(grad.contiguous(), x, *ctx.geometry, indices),
-                None, None, None)
+    def backward(ctx, _, grad_yt: Tensor):
+        (indices,) = ctx.saved_tensors
+        return ops.max_pool2d_dual_backward(grad_yt, indices, ctx.input_size), None, None
+
+
+class _MaxPool(torch.autograd.Function):
+    """(y, indices) of F.max_pool2d from the compiled op; the gradient the compiled scatter, or under create_graph
+    the reference's scatter-add, which autograd differentiates (a double backward, as F.max_pool2d allows)."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, geometry: tuple):
+        y, _, indices = ops.max_pool2d_dual(x, None, *geometry)
+        ctx.save_for_backward(indices)
+        ctx.input_size = x.shape[2:]
+        ctx.mark_non_differentiable(indices)
+        return y, indices
+
+    @staticmethod
+    def backward(ctx, grad_y: Tensor, _):
+        (indices,) = ctx.saved_tensors
+        scatter = reference.max_pool2d_dual_backward if torch.is_grad_enabled() else ops.max_pool2d_dual_backward
+        return scatter(grad_y, indices, ctx.input_size), None
+
+
+def _planar(x: Tensor) -> bool:
+    """A (N, C, H, W) tensor not laid out channels-last (ATen's channels-last kernel is the fast one there)."""
+    return x.dim() == 4 and (x.is_contiguous() or not x.is_contiguous(memory_format=torch.channels_last))
+
+
+def _traced() -> bool:
+    """torch.compile or a functorch transform (torch.func.jvp, vmap, ...) at work: they need PyTorch's function."""
+    return torch.compiler.is_compiling() or torch._C._are_functorch_transforms_active()
+
+
+def _compiled_op_pools(x: Tensor) -> bool:
+    """Whether the compiled op serves a plain input: the cpp backend runs it for x's device and dtype."""
+    return x.device.type == "cpu" and _planar(x) and dispatch.choose("max_pool2d_dual", "cpu", x.dtype)[0] == "cpp"
 
 
 def max_pool2d(input: Tensor, kernel_size: Size, stride=None, padding: Size = 0, dilation: Size = 1,
                ceil_mode: bool = False, return_indices: bool = False):
-    """F.max_pool2d, with the dual pass's route for a (N, C, H, W) input in contiguous memory (module docstring)."""
+    """F.max_pool2d, through fastdstn's op where it serves (module docstring)."""
     x, xt = split_dual(input)
-    if (xt is None or return_indices or x.dim() != 4 or not x.is_contiguous() or x.is_contiguous(
-            memory_format=torch.channels_last) or not frozen_primal(x)):
-        return F.max_pool2d(input, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode,
-                            return_indices=return_indices)
-    geometry = (_pair(kernel_size), _pair(kernel_size if stride is None or stride == [] else stride), _pair(padding),
-                _pair(dilation), ceil_mode)
-    y, indices = torch.ops.aten.max_pool2d_with_indices(x.contiguous(memory_format=torch.channels_last), *geometry)
-    indices = indices.contiguous()
-    return join_dual(y.contiguous(), _MaxPoolTangent.apply(xt, x, indices, geometry))
+    geometry = (kernel_size, stride, padding, dilation, ceil_mode)
+    if _traced():
+        return F.max_pool2d(input, *geometry, return_indices=return_indices)
+    if xt is not None:
+        if return_indices or not _planar(x) or not frozen_primal(x):
+            return F.max_pool2d(input, *geometry, return_indices=return_indices)
+        return join_dual(*_MaxPoolTangent.apply(xt, x, geometry))
+    if not _compiled_op_pools(x):
+        return F.max_pool2d(input, *geometry, return_indices=return_indices)
+    y, indices = _MaxPool.apply(x, geometry)
+    return (y, indices) if return_indices else y
+
+
+class MaxPool2d(nn.MaxPool2d):
+    """nn.MaxPool2d through `max_pool2d` (the module docstring): the same values, indices and gradients."""
+
+    def forward(self, input: Tensor):
+        return max_pool2d(input, self.kernel_size, self.stride, self.padding, self.dilation,
+                          ceil_mode=self.ceil_mode, return_indices=self.return_indices)

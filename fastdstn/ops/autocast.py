@@ -17,6 +17,7 @@ torch's own autocast lists choose it for its ops (docs/OPS.md, "Autocast"):
     stn_embedding(_dual)                  (no rule: as given)  a gather, like F.embedding
     penalty_row_sums,                     (no rule: as given)  passes over the weights, which autocast
     penalty_row_combination                                    leaves in their own dtype
+    max_pool2d_dual(_backward)            (no rule: as given)  a selection, like F.max_pool2d
 
 As in torch, only floating tensors on the autocast device (the first argument's) other than float64 are cast,
 and a per-example drop probability (`rate`) is never cast: it is compared against uniform draws, and bf16

@@ -3,7 +3,7 @@ was built.
 
 The C++ library defines the `fastdstn::*` operators, their CPU/CUDA kernels and their autograd formulas (one
 folder per op family under csrc/); each family's `cpp.py` (fastdstn/ops/dense/cpp.py, lstm_cell/cpp.py,
-dropout/cpp.py, attention/cpp.py, penalty/cpp.py) registers the fake (meta) kernels of its ops and exposes functions with the
+dropout/cpp.py, attention/cpp.py, penalty/cpp.py, pooling/cpp.py) registers the fake (meta) kernels of its ops and exposes functions with the
 signatures of its `reference.py`. The backend registry (dispatch.py) reads AVAILABLE, UNAVAILABLE_REASON, DEVICE_TYPES and DTYPES.
 
 Importing never raises: without the compiled extension `AVAILABLE` is False and `UNAVAILABLE_REASON` says how

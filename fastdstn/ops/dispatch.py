@@ -29,7 +29,7 @@ BACKEND_MODULES = {"reference": "fastdstn.ops.reference", "cpp": "fastdstn.ops.c
 # op -> (its family folder under fastdstn/ops/, {backend: the module in that folder implementing it}); every
 # family has a reference.py, and a backend a family does not name runs the reference for it. A family's module
 # may narrow its backend's devices with its own DEVICE_TYPES (attention/cpp.py: CPU only, so that on CUDA "auto"
-# goes on to the Triton kernel; penalty/cpp.py: CPU only, the reference on CUDA).
+# goes on to the Triton kernel; penalty/cpp.py and pooling/cpp.py: CPU only, the reference on CUDA).
 _DENSE_LINEAR = ("dense", {"cpp": "cpp", "triton": "triton"})
 _DENSE_CONV = ("dense", {"cpp": "cpp", "triton": "triton_conv"})
 OPS: Dict[str, Tuple[str, Dict[str, str]]] = {
@@ -41,6 +41,7 @@ OPS: Dict[str, Tuple[str, Dict[str, str]]] = {
     "attention_dual": ("attention", {"cpp": "cpp", "triton": "triton"}),
     "attention": ("attention", {"cpp": "cpp", "triton": "triton"}),
     "penalty_row_sums": ("penalty", {"cpp": "cpp"}), "penalty_row_combination": ("penalty", {"cpp": "cpp"}),
+    "max_pool2d_dual": ("pooling", {"cpp": "cpp"}), "max_pool2d_dual_backward": ("pooling", {"cpp": "cpp"}),
 }
 # (backend, op) pairs whose function wraps other operators and has no fastdstn::<op> of its own (so no Autocast
 # kernel): the cpp attention is the reference's algorithm with the compiled keep mask fastdstn::attention_keep_mask.

@@ -31,6 +31,8 @@ def _cases(dtype):
         "attention_dual": (t(4, 2, 6, 8), t(4, 2, 6, 8), t(4, 2, 6, 8), t(4, 2, 6, 8), None, t(4, 2, 6, 8)),
         "penalty_row_sums": (t(3, 2, 3, 3), t(3, 2, 3, 3)),
         "penalty_row_combination": (t(3).float(), t(3, 2, 3, 3), t(3).float(), t(3, 2, 3, 3)),
+        "max_pool2d_dual": (t(2, 3, 7, 6), t(2, 3, 7, 6), [3, 3], [2, 2], [1, 1], [1, 1], True),
+        "max_pool2d_dual_backward": (t(2, 3, 4, 3), torch.randint(0, 42, (2, 3, 4, 3), generator=g), (7, 6)),
     }
 
 

@@ -11,7 +11,7 @@ from fastdstn.ops import cpp, dispatch
 # The compiled backend's functions (each family's cpp.py).
 compiled = SimpleNamespace(**{op: dispatch.implementation("cpp", op) for op in (
     "stn_linear", "stn_linear_dual", "stn_conv2d_dual", "lstm_cell_dual", "dropout_dual", "penalty_row_sums",
-    "penalty_row_combination")})
+    "penalty_row_combination", "max_pool2d_dual", "max_pool2d_dual_backward")})
 
 
 def _leaves(gen, *shapes, dtype=torch.float64):
@@ -47,6 +47,10 @@ def outputs():
     g, r = torch.randn(2, 13, 3, 3, 3, generator=gen, dtype=torch.float64)
     a, b = torch.randn(2, 13, generator=gen, dtype=torch.float64)
     out["penalty"] = [compiled.penalty_row_sums(g, r), compiled.penalty_row_combination(a, g, b, r)]
+    # max pooling: windows clipped by the padding, planes off the vector width, ties
+    x = torch.randint(0, 4, (3, 5, 13, 11), generator=gen).double()
+    y, yt, indices = compiled.max_pool2d_dual(x, x.cos(), [3, 3], [2, 2], [1, 1], [1, 1], True)
+    out["max_pool"] = [y, yt, indices, compiled.max_pool2d_dual_backward(yt, indices, (13, 11))]
     # attention dropout's keep mask (uint64_t Philox words in the AVX-512 copy, uint32_t in the others)
     from fastdstn.ops.attention import cpp as attention
     out["attention_keep_mask"] = [attention.keep_mask(2 ** 40 + 7, rate, 3, 17, 45, dtype)
