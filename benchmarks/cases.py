@@ -27,6 +27,8 @@ from torch import nn
 from fastdstn import Hyper, HyperSpace, SelfTuning, convert, make_optimizers, ops
 from fastdstn.models import LSTMLanguageModel, SimpleCNN, mlp, simple_cnn
 from fastdstn.models.base import dropout as dropout_hyper
+from fastdstn.nn import MaxPool2d
+from fastdstn.nn.pooling import max_pool2d
 from fastdstn.ops import dispatch as backends
 
 Tensor = torch.Tensor
@@ -166,12 +168,14 @@ class Workload:
     """One model's steps. plain(): an SGD step of the plain network; stn(mode, linearized_hyper=False) ->
     (train, hyper) steps of a fresh STN model (linearized_hyper: Δ-STN's optional linearized hyper step); train
     also carries its SelfTuning, Optimizers and (x, y) as .method, .optimizers and .batch, and plain its network
-    as .model."""
+    as .model. plain_pooled(), for a model that max-pools: the plain step with its pooling through
+    fastdstn.nn.pooling, as the STN model pools (None for the others)."""
 
     name: str
     label: str
     plain: Callable[[], None]
     stn: Callable[..., Tuple[Callable[[], None], Callable[[], None]]]
+    plain_pooled: Optional[Callable[[], None]] = None
 
 
 def _resident(model: nn.Module, *tensors) -> List[Tensor]:
@@ -238,16 +242,17 @@ def mlp_workload(device="cpu", small: bool = False) -> Workload:
 class PlainCNN(nn.Module):
     """SimpleCNN's layers as plain PyTorch modules (dropout rates as the STN model's defaults)."""
 
-    def __init__(self) -> None:
+    def __init__(self, pool: Callable[..., Tensor] = F.max_pool2d) -> None:
         super().__init__()
+        self.pool = pool
         self.drop_in, self.drop1, self.drop2, self.drop_fc = (nn.Dropout(0.05), nn.Dropout2d(0.05),
                                                               nn.Dropout2d(0.05), nn.Dropout(0.05))
         self.conv1, self.conv2 = nn.Conv2d(1, 16, 5, padding=2), nn.Conv2d(16, 32, 5, padding=2)
         self.fc1, self.fc2 = nn.Linear(1568, 1568), nn.Linear(1568, 10)
 
     def forward(self, x):
-        x = self.drop1(F.max_pool2d(F.relu(self.conv1(self.drop_in(x))), 2))
-        x = self.drop2(F.max_pool2d(F.relu(self.conv2(x)), 2))
+        x = self.drop1(self.pool(F.relu(self.conv1(self.drop_in(x))), 2))
+        x = self.drop2(self.pool(F.relu(self.conv2(x)), 2))
         return self.fc2(self.drop_fc(F.relu(self.fc1(x.flatten(1)))))
 
 
@@ -261,12 +266,15 @@ def cnn_workload(device="cpu", small: bool = False) -> Workload:
     x = torch.randn(batch, 1, 28, 28, generator=g).to(device)
     y = torch.randint(0, 10, (batch,), generator=g).to(device)
     plain = PlainCNN().to(device)
+    pooled = copy.deepcopy(plain)
+    pooled.pool = max_pool2d
 
     def build():
         hypers = [h for h in simple_cnn().hypers if not h.name.startswith("cutout")]
         return SimpleCNN(len(hypers)), hypers
     return Workload("cnn", f"SimpleCNN 28x28 B{batch}", _sgd_step(plain, lambda: F.cross_entropy(plain(x), y), x, y),
-                    _stn_steps(build, x, y, F.cross_entropy, device=device))
+                    _stn_steps(build, x, y, F.cross_entropy, device=device),
+                    _sgd_step(pooled, lambda: F.cross_entropy(pooled(x), y), x, y))
 
 
 LM_VOCAB, LM_SIZE, LM_LAYERS, LM_BPTT, LM_BATCH = 10000, 200, 2, 35, 20
@@ -326,8 +334,22 @@ def _converted_workload(name: str, label: str, plain: nn.Module, x: Tensor, y: T
 
     def build():
         return convert(copy.deepcopy(plain), HyperSpace(hypers), dropout=dropout), hypers
+    pooled = _pooled_copy(plain)
     return Workload(name, label, _sgd_step(plain, lambda: F.cross_entropy(plain(x), y), x, y),
-                    _stn_steps(build, x, y, F.cross_entropy, device=device, weight_decay="wd"))
+                    _stn_steps(build, x, y, F.cross_entropy, device=device, weight_decay="wd"),
+                    pooled and _sgd_step(pooled, lambda: F.cross_entropy(pooled(x), y), x, y))
+
+
+def _pooled_copy(plain: nn.Module) -> Optional[nn.Module]:
+    """A copy of `plain` with its nn.MaxPool2d modules as fastdstn.nn.MaxPool2d (what convert puts there), or None
+    when it has none."""
+    pooled = copy.deepcopy(plain)
+    pools = [(name, m) for name, m in pooled.named_modules() if type(m) is nn.MaxPool2d]
+    for name, m in pools:
+        parent, _, attribute = name.rpartition(".")
+        setattr(pooled.get_submodule(parent), attribute, MaxPool2d(m.kernel_size, m.stride, m.padding, m.dilation,
+                                                                   m.return_indices, m.ceil_mode))
+    return pooled if pools else None
 
 
 def resnet18_workload(device="cpu", small: bool = False) -> Workload:
