@@ -15,7 +15,9 @@
 // took 6.6 ms.
 // Every plane has the same windows, so the tap offsets are tabulated once: taps[k·out_plane + o] is the plane offset
 // of window o's k-th tap. A window clipped by the plane's edge has fewer than kh·kw taps; its first slots repeat its
-// first in-bounds tap, which changes nothing: a tap never replaces an equal value, and a NaN only itself.
+// first in-bounds tap, which changes nothing: a tap never replaces an equal value, and a NaN only itself. A window
+// with no tap in bounds (dilated taps stepping over a small plane) is refused: ATen gives it -inf and an index
+// outside the plane.
 inline std::vector<int32_t> tap_offsets(const PoolGeometry& g) {
   const int64_t out_plane = g.out_h * g.out_w, taps = g.kh * g.kw;
   std::vector<int32_t> table(taps * out_plane);
@@ -31,6 +33,8 @@ inline std::vector<int32_t> tap_offsets(const PoolGeometry& g) {
           if (h >= 0 && h < g.in_h && w >= 0 && w < g.in_w) inside.push_back(static_cast<int32_t>(h * g.in_w + w));
         }
       }
+      TORCH_CHECK(!inside.empty(), "fastdstn::max_pool2d_dual: dilation: the window at output (", oh, ", ", ow,
+                  ") has no tap inside the input plane (", g.in_h, ", ", g.in_w, ")");
       const int64_t o = oh * g.out_w + ow, repeats = taps - static_cast<int64_t>(inside.size());
       for (int64_t k = 0; k < taps; ++k) table[k * out_plane + o] = inside[std::max<int64_t>(0, k - repeats)];
     }

@@ -40,16 +40,17 @@ PoolGeometry geometry(const char* op, const Tensor& x, at::IntArrayRef kernel_si
   std::tie(g.sh, g.sw) = pair_at_least(op, "stride", stride, 1);
   std::tie(g.ph, g.pw) = pair_at_least(op, "padding", padding, 0);
   std::tie(g.dh, g.dw) = pair_at_least(op, "dilation", dilation, 1);
-  // ATen's rule: a window never starts in the padding alone.
-  TORCH_CHECK(g.ph <= ((g.kh - 1) * g.dh + 1) / 2 && g.pw <= ((g.kw - 1) * g.dw + 1) / 2, op,
-              ": padding: expected at most half the dilated window (", ((g.kh - 1) * g.dh + 1) / 2, ", ",
-              ((g.kw - 1) * g.dw + 1) / 2, "), received ", padding);
+  // ATen's rule.
+  TORCH_CHECK(g.ph <= g.kh / 2 && g.pw <= g.kw / 2, op, ": padding: expected at most half the kernel size (",
+              g.kh / 2, ", ", g.kw / 2, "), received ", padding);
   g.in_h = x.size(2);
   g.in_w = x.size(3);
   g.out_h = at::native::pooling_output_shape<int64_t>(g.in_h, g.kh, g.ph, g.sh, g.dh, ceil_mode);
   g.out_w = at::native::pooling_output_shape<int64_t>(g.in_w, g.kw, g.pw, g.sw, g.dw, ceil_mode);
   TORCH_CHECK(g.out_h >= 1 && g.out_w >= 1, op, ": x: its planes (", g.in_h, ", ", g.in_w,
               ") are smaller than the window; the output would be (", g.out_h, ", ", g.out_w, ")");
+  TORCH_CHECK(g.in_h * g.in_w <= std::numeric_limits<int32_t>::max(), op, ": x: planes of at most 2^31 - 1 ",
+              "elements (the loops' tap offsets are int32), received (", g.in_h, ", ", g.in_w, ")");
   return g;
 }
 

@@ -114,6 +114,13 @@ def test_compiled_backward_refuses_indices_outside_the_plane(backend):
         backend.max_pool2d_dual_backward(torch.ones(1, 1, 2, 2), indices, [8, 8])
 
 
+@pytest.mark.parametrize("backend", backends("cpp", op="max_pool2d_dual"))
+def test_compiled_op_refuses_a_window_with_no_tap_inside(backend):
+    x = torch.randn(1, 1, 2, 2)      # kernel 2, dilation 3, padding 1: taps at -1 and 2 of 0..1
+    with pytest.raises(RuntimeError, match=r"the window at output \(0, 0\) has no tap inside"):
+        backend.max_pool2d_dual(x, x, [2, 2], [1, 1], [1, 1], [3, 3], False)
+
+
 @pytest.mark.parametrize("backend", ["auto", "reference"])
 @pytest.mark.parametrize("call,error,words", [
     (lambda x: ops.max_pool2d_dual(x[0], x[0], 2), ValueError, "x: expected a 4-d tensor"),
@@ -124,9 +131,11 @@ def test_compiled_backward_refuses_indices_outside_the_plane(backend):
     (lambda x: ops.max_pool2d_dual(x, x, (2, 2, 2)), ValueError, "kernel_size"),
     (lambda x: ops.max_pool2d_dual(x, x, 2, stride=0), ValueError, "stride"),
     (lambda x: ops.max_pool2d_dual(x, x, 2, padding=2), ValueError, "padding: expected at most half"),
+    (lambda x: ops.max_pool2d_dual(x, x, (3, 2), padding=(1, 2)), ValueError, "padding: expected at most half"),
     (lambda x: ops.max_pool2d_dual(x, x, 2, dilation=(1, 0)), ValueError, "dilation"),
     (lambda x: ops.max_pool2d_dual(x, x, 2, ceil_mode=1), TypeError, "ceil_mode"),
     (lambda x: ops.max_pool2d_dual(x, x, 9), ValueError, "x: its planes"),
+    (lambda x: ops.max_pool2d_dual(x[..., :2, :2], x[..., :2, :2], 2, 1, 1, 3), ValueError, "dilation: window 0"),
     (lambda x: ops.max_pool2d_dual_backward(x, x.long()[:1], (8, 8)), ValueError, "indices: expected shape"),
     (lambda x: ops.max_pool2d_dual_backward(x, x, (8, 8)), TypeError, "indices: expected int64"),
     (lambda x: ops.max_pool2d_dual_backward(x, x.long(), 8), ValueError, "input_size"),

@@ -44,6 +44,16 @@ def _pooled(size: int, kernel: int, stride: int, padding: int, dilation: int, ce
     return out
 
 
+def _outside(size: int, kernel: int, stride: int, padding: int, dilation: int, windows: int) -> Optional[int]:
+    """The first of `windows` windows along one dim with no tap inside [0, size) (dilated taps can step over a small
+    input), or None."""
+    for w in range(windows):
+        start = w * stride - padding
+        if not any(0 <= start + j * dilation < size for j in range(kernel)):
+            return w
+    return None
+
+
 def pooled_shape(shape: Sequence[int], kernel_size: Sequence[int], stride: Sequence[int], padding: Sequence[int],
                  dilation: Sequence[int], ceil_mode: bool) -> Tuple[int, ...]:
     """The (N, C, H_out, W_out) of pooling an (N, C, H, W) tensor."""
@@ -62,15 +72,20 @@ def max_pool2d_dual(x: Tensor, xt: Optional[Tensor], kernel_size: Size, stride: 
     kernel = _pair("kernel_size", kernel_size, 1)
     step = kernel if stride is None or (isinstance(stride, (tuple, list)) and not stride) else _pair("stride", stride, 1)
     pad, spread = _pair("padding", padding, 0), _pair("dilation", dilation, 1)
-    half = [((kernel[i] - 1) * spread[i] + 1) // 2 for i in range(2)]
+    half = [k // 2 for k in kernel]     # ATen's rule
     if pad[0] > half[0] or pad[1] > half[1]:
-        raise ValueError(f"padding: expected at most half the dilated window, {tuple(half)}, received {padding!r}")
+        raise ValueError(f"padding: expected at most half the kernel size, {tuple(half)}, received {padding!r}")
     if not isinstance(ceil_mode, bool):
         raise TypeError(f"ceil_mode: expected a bool, received {ceil_mode!r}")
     shape = pooled_shape(x.shape, kernel, step, pad, spread, ceil_mode)
     if min(shape[2:]) < 1:
         raise ValueError(f"x: its planes {tuple(x.shape[2:])} are smaller than the window; the output would be "
                          f"{tuple(shape[2:])}")
+    for dim in range(2):
+        empty = _outside(x.shape[2 + dim], kernel[dim], step[dim], pad[dim], spread[dim], shape[2 + dim])
+        if empty is not None:
+            raise ValueError(f"dilation: window {empty} along {'HW'[dim]} has no tap inside the input's "
+                             f"{x.shape[2 + dim]} (dilation {spread[dim]}, padding {pad[dim]})")
     return resolve("max_pool2d_dual", x)(x, xt, kernel, step, pad, spread, ceil_mode)
 
 
