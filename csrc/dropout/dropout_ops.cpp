@@ -38,12 +38,19 @@ std::tuple<Tensor, Tensor> dropout_dual(const Tensor& x, const OptTensor& xt, co
               " (the device of x), received ", rate.device());
   const Tensor r64 = rate.to(at::kDouble).contiguous();
   if (r64.numel() > 0) {
-    TORCH_CHECK(at::isfinite(r64).all().item<bool>(), op, ": rate: expected finite drop probabilities, received ",
-                "non-finite values");
-    const auto [lo, hi] = at::aminmax(r64);
-    TORCH_CHECK(lo.item<double>() >= 0.0 && hi.item<double>() < 1.0, op,
-                ": rate: expected drop probabilities in [0, 1), received values in [", lo.item<double>(), ", ",
-                hi.item<double>(), "]");
+    // NaN fails both comparisons. On CUDA the check stays on the device: reading its verdict would stall the host
+    // twice a call (forward and backward); the public function and StnDropout have checked the rates on the host
+    // with their own messages before a training step gets here.
+    const Tensor in_range = at::logical_and(r64 >= 0.0, r64 < 1.0).all();
+    if (r64.is_cuda()) {
+      at::_assert_async(in_range, "fastdstn::dropout_dual: rate: expected drop probabilities in [0, 1)");
+    } else if (!in_range.item<bool>()) {
+      TORCH_CHECK(at::isfinite(r64).all().item<bool>(), op, ": rate: expected finite drop probabilities, received ",
+                  "non-finite values");
+      const auto [lo, hi] = at::aminmax(r64);
+      TORCH_CHECK(false, op, ": rate: expected drop probabilities in [0, 1), received values in [",
+                  lo.item<double>(), ", ", hi.item<double>(), "]");
+    }
   }
   bool shared[kMaxDims] = {false};
   for (int64_t d : shared_dims) {
