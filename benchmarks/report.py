@@ -158,7 +158,9 @@ SUITES = {
                 "`python benchmarks/bench_ops_cpp.py`: each dual op's forward plus Δ-STN's response-sub-step "
                 "backward (grads of ẋ, W_r, b_r, V), per provider on the same inputs, interleaved. mm-floor = the "
                 "bare torch.mm calls of the same shapes (linear only). dropout_dual: channel dropout forward and "
-                "backward w.r.t. x and ẋ; mul-floor = the bare multiplies by a broadcast mask. weight_penalty: the "
+                "backward w.r.t. x and ẋ; mul-floor = the bare multiplies by a broadcast mask. max_pool2d_dual: the dual "
+                "pass's max pooling with its tangent, forward and backward w.r.t. ẋ; fwAD = PyTorch's forward-mode "
+                "rule of F.max_pool2d and its backward. weight_penalty: the "
                 "response sub-step's tuned L2 penalty and its gradient over ResNet-18's STN layers, its compiled "
                 "passes against the reference's ATen expressions. time_ratio = median of the per-round ratios to "
                 "mm-floor (linear) or to cpp (the others)."),
