@@ -35,41 +35,26 @@ Tensor = torch.Tensor
 Size = Union[int, Sequence[int]]
 
 
-class _MaxPoolTangent(torch.autograd.Function):
-    """(y, ẏ) of max pooling at the frozen primal x: ẏ = ẋ at the argmax of each window; y carries no gradient."""
-
-    @staticmethod
-    def forward(ctx, xt: Tensor, x: Tensor, geometry: tuple):
-        y, yt, indices = ops.max_pool2d_dual(x, xt, *geometry)
-        ctx.save_for_backward(indices)
-        ctx.input_size = x.shape[2:]
-        ctx.mark_non_differentiable(y)
-        return y, yt
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx, _, grad_yt: Tensor):
-        (indices,) = ctx.saved_tensors
-        return ops.max_pool2d_dual_backward(grad_yt, indices, ctx.input_size), None, None
-
-
 class _MaxPool(torch.autograd.Function):
-    """(y, indices) of F.max_pool2d from the compiled op; the gradient the compiled scatter, or under create_graph
-    the reference's scatter-add, which autograd differentiates (a double backward, as F.max_pool2d allows)."""
+    """Max pooling of x by fastdstn's op, (y, ẏ, indices), differentiable w.r.t. `source`: x itself (plain pooling;
+    ẏ is None) or the tangent ẋ at a frozen primal x (the dual pass; y carries no gradient). The gradient is the
+    compiled scatter, or under create_graph the reference's scatter-add, which autograd differentiates (a double
+    backward, as F.max_pool2d allows)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, geometry: tuple):
-        y, _, indices = ops.max_pool2d_dual(x, None, *geometry)
+    def forward(ctx, source: Tensor, x: Tensor, geometry: tuple):
+        ctx.dual = source is not x
+        y, yt, indices = ops.max_pool2d_dual(x, source if ctx.dual else None, *geometry)
         ctx.save_for_backward(indices)
         ctx.input_size = x.shape[2:]
-        ctx.mark_non_differentiable(indices)
-        return y, indices
+        ctx.mark_non_differentiable(*((y, indices) if ctx.dual else (indices,)))
+        return y, yt, indices
 
     @staticmethod
-    def backward(ctx, grad_y: Tensor, _):
+    def backward(ctx, grad_y: Tensor, grad_yt: Tensor, _):
         (indices,) = ctx.saved_tensors
         scatter = reference.max_pool2d_dual_backward if torch.is_grad_enabled() else ops.max_pool2d_dual_backward
-        return scatter(grad_y, indices, ctx.input_size), None
+        return scatter(grad_yt if ctx.dual else grad_y, indices, ctx.input_size), None, None
 
 
 def _planar(x: Tensor) -> bool:
@@ -97,10 +82,11 @@ def max_pool2d(input: Tensor, kernel_size: Size, stride=None, padding: Size = 0,
     if xt is not None:
         if return_indices or not _planar(x) or not frozen_primal(x):
             return F.max_pool2d(input, *geometry, return_indices=return_indices)
-        return join_dual(*_MaxPoolTangent.apply(xt, x, geometry))
+        y, yt, _ = _MaxPool.apply(xt, x, geometry)
+        return join_dual(y, yt)
     if not _compiled_op_pools(x):
         return F.max_pool2d(input, *geometry, return_indices=return_indices)
-    y, indices = _MaxPool.apply(x, geometry)
+    y, _, indices = _MaxPool.apply(x, x, geometry)
     return (y, indices) if return_indices else y
 
 

@@ -1,13 +1,13 @@
 """max_pool2d_dual and max_pool2d_dual_backward (the dual pass's max pooling) on every backend that has them: the
 forward against ATen's max pooling with indices and a gather, element for element (a selection does not round), with
 ties, NaN and -inf, windows clipped by padding and ceil_mode, dilation and non-contiguous inputs; the backward
-against the reference's scatter-add; the route's autograd Function (gradcheck, its refusal of double backward);
+against the reference's scatter-add; the routes' autograd Function (gradcheck, gradgradcheck);
 opcheck of the compiled ops; bad arguments."""
 import pytest
 import torch
 
 import fastdstn.ops as ops
-from fastdstn.nn.pooling import _MaxPoolTangent
+from fastdstn.nn.pooling import _MaxPool
 from fastdstn.ops import dispatch, reference as ref
 
 from op_cases import backends
@@ -76,17 +76,14 @@ def test_non_contiguous_and_empty_inputs(backend):
 
 
 @pytest.mark.parametrize("backend", ["auto", "reference"])
-def test_route_function_gradcheck_and_no_double_backward(backend):
+def test_route_function_gradcheck_and_gradgradcheck(backend):
+    """The dual pass's tangent (x frozen, ẋ differentiated) and plain pooling (x differentiated)."""
     x, xt = _inputs((2, 3, 7, 6), "distinct", torch.float64)
-    xt.requires_grad_(True)
     geometry = ([3, 2], [2, 2], [1, 0], [1, 1], True)
     with ops.use_backend(backend):
-        assert torch.autograd.gradcheck(lambda t: _MaxPoolTangent.apply(t, x, geometry)[1], (xt,))
-        _, yt = _MaxPoolTangent.apply(xt, x, geometry)
-        cotangent = torch.ones_like(yt, requires_grad=True)
-        (d_xt,) = torch.autograd.grad(yt, xt, cotangent, create_graph=True)
-        with pytest.raises(RuntimeError, match="once_differentiable"):
-            d_xt.sum().backward()
+        for tangent in (lambda t: _MaxPool.apply(t, x, geometry)[1], lambda t: _MaxPool.apply(t, t, geometry)[0]):
+            assert torch.autograd.gradcheck(tangent, (xt.requires_grad_(True),))
+            assert torch.autograd.gradgradcheck(tangent, (xt,))
 
 
 def test_auto_runs_the_compiled_pooling_on_cpu_in_float32_and_float64_only():
