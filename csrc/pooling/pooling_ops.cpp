@@ -1,6 +1,7 @@
-// Max pooling in Δ-STN's dual pass: the schemas of max_pool2d_dual and max_pool2d_dual_backward, their op bodies
-// (checks and allocation here, the CPU loops in pooling_cpu.h) and their registration for the CPU key. Their
-// autograd is fastdstn/nn/pooling.py's, in Python: the primal is frozen there, so only ẋ needs a gradient.
+// Max pooling with its tangent: the schemas of max_pool2d_dual and max_pool2d_dual_backward, their op bodies (checks
+// and allocation here, the CPU loops in pooling_cpu.h) and their registration for the CPU key. Their autograd is
+// fastdstn/nn/pooling.py's, in Python: one Function, differentiable w.r.t. x (plain pooling) or, at a frozen primal
+// (Δ-STN's dual pass), w.r.t. ẋ; both gradients are the same scatter.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <ATen/native/Pool.h>
@@ -8,7 +9,6 @@
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
 #include <limits>
 #include <vector>
 

@@ -1,6 +1,7 @@
-// The pooling family's C++ declarations: max pooling in Δ-STN's dual pass, where the primal is frozen and only the
-// tangent carries a gradient (docs/METHOD.md §5b), and the descriptions the ops hand to the CPU loops
-// (pooling_cpu.h). CPU only: on CUDA the reference's ATen kernels run (fastdstn/ops/pooling/cpp.py).
+// The pooling family's C++ declarations: max pooling with the tangent at each window's argmax (Δ-STN's dual pass,
+// docs/METHOD.md §5c) or without it (plain pooling, fastdstn.nn.MaxPool2d), its adjoint, and the descriptions the
+// ops hand to the CPU loops (pooling_cpu.h). CPU only: on CUDA the reference's ATen kernels run
+// (fastdstn/ops/pooling/cpp.py).
 #pragma once
 
 #include <ATen/ATen.h>
