@@ -1,9 +1,9 @@
-"""The compiled max pooling of the dual pass (csrc/pooling/): functions with the signatures of reference.py, one op
-call each, and the ops' fake (meta) kernels. Import only when `fastdstn.ops.cpp.AVAILABLE`.
+"""The compiled max pooling, with and without the tangent (csrc/pooling/): functions with the signatures of
+reference.py, one op call each, and the ops' fake (meta) kernels. Import only when `fastdstn.ops.cpp.AVAILABLE`.
 
 CPU only (DEVICE_TYPES): no CUDA kernel was written, so on a GPU the reference's ATen kernels run. On a CPU the
 reference's pooling kernel branches on every comparison and its gather and scatter are passes of their own: SimpleCNN's
-first pool with its tangent, forward and backward, 5.3 ms against 1.5 ms here (2 threads, `python
+first pool with its tangent, forward and backward, 5.6 ms against 1.7 ms here (2 threads, `python
 benchmarks/bench_ops_cpp.py --only pooling`).
 """
 from __future__ import annotations
