@@ -141,3 +141,18 @@ def test_bad_arguments_get_one_line_naming_them(backend, call, error, words):
     x = torch.randn(2, 3, 8, 8)
     with ops.use_backend(backend), pytest.raises(error, match=words):
         call(x)
+
+
+def test_undilated_windows_always_reach_the_input():
+    """What lets the public function skip its window check without dilation: under ATen's rules (padding at most
+    half the kernel, ceil_mode's last window starting inside) every undilated window has a tap inside the input."""
+    from fastdstn.ops.pooling import _pooled
+    for size in range(1, 12):
+        for kernel in range(1, 6):
+            for stride in range(1, 5):
+                for padding in range(kernel // 2 + 1):
+                    for ceil_mode in (False, True):
+                        windows = _pooled(size, kernel, stride, padding, 1, ceil_mode)
+                        starts = [w * stride - padding for w in range(windows)]
+                        assert all(any(0 <= s + j < size for j in range(kernel)) for s in starts), \
+                            (size, kernel, stride, padding, ceil_mode)

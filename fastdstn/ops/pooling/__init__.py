@@ -45,8 +45,11 @@ def _pooled(size: int, kernel: int, stride: int, padding: int, dilation: int, ce
 
 
 def _outside(size: int, kernel: int, stride: int, padding: int, dilation: int, windows: int) -> Optional[int]:
-    """The first of `windows` windows along one dim with no tap inside [0, size) (dilated taps can step over a small
-    input), or None."""
+    """The first of `windows` windows along one dim with no tap inside [0, size), or None. Only dilated taps can step
+    over the input: undilated, ATen's rules (padding at most half the kernel, the last window starting inside)
+    put a tap of every window inside, and the loop would cost every call O(windows) in Python."""
+    if dilation == 1:
+        return None
     for w in range(windows):
         start = w * stride - padding
         if not any(0 <= start + j * dilation < size for j in range(kernel)):
