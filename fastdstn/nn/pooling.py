@@ -80,13 +80,14 @@ def max_pool2d(input: Tensor, kernel_size: Size, stride=None, padding: Size = 0,
     if _traced():
         return F.max_pool2d(input, *geometry, return_indices=return_indices)
     if xt is not None:
-        if return_indices or not _planar(x) or not frozen_primal(x):
+        if not _planar(x) or not frozen_primal(x):
             return F.max_pool2d(input, *geometry, return_indices=return_indices)
-        y, yt, _ = _MaxPool.apply(xt, x, geometry)
-        return join_dual(y, yt)
-    if not _compiled_op_pools(x):
+        y, yt, indices = _MaxPool.apply(xt, x, geometry)
+        y = join_dual(y, yt)
+    elif _compiled_op_pools(x):
+        y, _, indices = _MaxPool.apply(x, x, geometry)
+    else:
         return F.max_pool2d(input, *geometry, return_indices=return_indices)
-    y, _, indices = _MaxPool.apply(x, x, geometry)
     return (y, indices) if return_indices else y
 
 
