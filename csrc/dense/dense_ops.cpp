@@ -12,7 +12,9 @@
 // nothing. The backward accumulates into one output with beta = 1 (addmm_) instead of concatenating
 // cotangents along K, which would copy activations: e.g. ∂x = ∂y·W_g + (s⊙∂ẏ)·W_r is mm + addmm_.
 // Conv: the forward's two convolutions are one convolution over [W_g; W_r] stacked along the output
-// channels (per group) on CUDA, two on CPU (conv_forward says why); the backward stacks the cotangents
+// channels (per group) on CUDA, two on CPU (conv_forward says why); on CPU the dual form's conv(ẋ, W_g) joins
+// conv(x, W_g) in one convolution of [x; ẋ] where W_g has 4x as many elements as x (batch_with_tangent says
+// why); the backward stacks the cotangents
 // [∂z_g | ∂z_r] in the epilogue so that one convolution_backward serves ∂x, ∂W_g and ∂W_r together.
 // The forward keeps only u = z_r for the backward, which never reads z_g: half of what the stacked output
 // would keep alive (SimpleCNN's Δ-STN training step saved 67.5 MB against the reference's 59.8).
@@ -274,6 +276,29 @@ T3 conv_forward(const Tensor& x, const Tensor& st, const Tensor& Wg, const OptTe
   return {y, yt, u};
 }
 
+// CPU, a layer with at least 4x as many weights as input elements (ResNet-18's last two stages at B16, 64 px):
+// z_g = conv(x, W_g) and w = conv(ẋ, W_g) as ONE convolution of [x; ẋ] stacked along the batch, which reads W_g
+// once. Two convolutions against one (concatenation included), `python benchmarks/bench_cpu_env.py batching`, B16,
+// 2 threads, two runs: the last stage's 512→512 layer at 2×2 (72x) 3.10/2.98 ms against 2.27/2.34 ms, its first,
+// stride-2 256→512 layer at 4×4 (18x) 2.06/2.07 against 1.46/1.48 ms, 256→256 at 4×4 (9x) 2.00/2.13 against
+// 1.82/2.12 ms; at 128→128 and 8×8 (1.1x) 1.81/2.01 against 1.86/1.98 ms, and where the input outnumbers the
+// weights batching loses (64→64 at 16×16: 2.04/2.05 against 2.27/2.21 ms).
+bool batch_with_tangent(const Tensor& x, const Tensor& Wg) { return !x.is_cuda() && Wg.numel() >= 4 * x.numel(); }
+
+// The dual forward of batch_with_tangent's layers: (y, ẏ, u = z_r). The epilogue adds b_g to y and turns w, a copy
+// of the tangent half of the batched output, into ẏ in place.
+T3 conv_dual_forward_batched(const Tensor& x, const Tensor& xt, const Tensor& st, const Tensor& Wg,
+                             const OptTensor& bg, const Tensor& Wr, const OptTensor& br, at::IntArrayRef stride,
+                             at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
+  const int64_t B = x.size(0), C = Wg.size(0);
+  const Tensor z = conv(at::cat({x, xt}), Wg, stride, padding, dilation, groups).contiguous();
+  Tensor yt = z.narrow(0, B, B).clone();
+  Tensor y = at::empty_like(yt);
+  Tensor u = conv(x, Wr, stride, padding, dilation, groups).contiguous();
+  const int64_t P = y.size(2) * y.size(3);
+  forward_epilogue(x, P, plain_operand(z, C, P), plain_operand(u, C, P), st, bg, br, y, yt, /*w_in_yt=*/true);
+  return {y, yt, u};
+}
 
 // The conv backward epilogue over g, the cotangent of the output that carries s⊙u + t⊙b_r: a = s⊙g goes into
 // the response half of a new stacked cotangent gz = [gsrc | a] when `stacked` (one convolution_backward then
@@ -451,6 +476,10 @@ T4 stn_conv2d_dual(const Tensor& x, const OptTensor& xt, const Tensor& eps, cons
                    at::IntArrayRef padding, at::IntArrayRef dilation, int64_t groups) {
   check_dense("fastdstn::stn_conv2d_dual", x, xt, "eps", eps, Wg, bg, Wr, br, V, true, groups);
   const Tensor st = scale_shift(eps, V);
+  if (present(xt) && batch_with_tangent(x, Wg)) {
+    auto [y, yt, u] = conv_dual_forward_batched(x, *xt, st, Wg, bg, Wr, br, stride, padding, dilation, groups);
+    return {y, yt, st, u};
+  }
   const Tensor w = present(xt) ? conv(*xt, Wg, stride, padding, dilation, groups).contiguous() : Tensor();
   auto [y, yt, u] = conv_forward(x, st, Wg, bg, Wr, br, stride, padding, dilation, groups, true, w);
   return {y, yt, st, u};

@@ -35,6 +35,7 @@ GRADCHECK_CONV_CASES_ALL = GRADCHECK_CONV_CASES + [
     (2, 2, 3, 2, 6, 3, "strided", True, True, True, "all", True),
     (2, 2, 3, 2, 6, 3, "strided", False, False, True, "all", True),
     (1, 2, 3, 2, 5, 3, "unit", True, True, True, "all", True),
+    (1, 4, 4, 2, 1, 3, "pad2", True, True, True, "all", True),   # batched [x; ẋ] (below)
 ]
 
 # Accuracy: besides LINEAR_CASES, shapes inside a single pinned 32-tile of the Triton kernels, a multiple of it
@@ -52,7 +53,7 @@ ACCURACY_LINEAR_CASES = LINEAR_CASES + [
 ]
 # (B, C_in, C_out, H, HW, k, geometry, ...): besides CONV_CASES, SimpleCNN's conv1 (smaller image) and conv2-style
 # 5x5 (K = 100: several K steps), a VGG-style 3x3, stride 2 and dilation 2, at H = 1, 7, 30, with and without ẋ
-# and b_r.
+# and b_r; layers with more weights than input elements.
 ACCURACY_CONV_CASES = CONV_CASES + [
     (B, c_in, c_out, H, hw, k, geo, True, True, with_xt, "all", True)
     for B, c_in, c_out, hw, k, geo in [(2, 1, 16, 12, 5, "pad2"), (2, 3, 5, 9, 3, "unit"), (2, 4, 6, 7, 5, "pad2"),
@@ -61,6 +62,9 @@ ACCURACY_CONV_CASES = CONV_CASES + [
 ] + [(2, c_in, c_out, 7, hw, k, geo, True, False, True, "all", True)
      for c_in, c_out, hw, k, geo in [(1, 16, 12, 5, "pad2"), (3, 5, 9, 3, "unit"), (4, 6, 7, 5, "pad2")]] + [
     (2, 4, 6, 7, 7, 5, "pad2", True, True, True, "response", True),
+] + [  # at least 4x as many weights as input elements: the CPU op convolves [x; ẋ] as one batch (dense_ops.cpp)
+    (2, 8, 8, 7, 2, 3, "pad2", True, True, True, "all", True),
+    (2, 16, 16, 7, 2, 3, "stride2", False, True, True, "response", True),
 ]
 
 
