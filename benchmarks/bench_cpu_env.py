@@ -3,16 +3,19 @@
     python benchmarks/bench_cpu_env.py isa          # the CPU loops' three builds (FASTDSTN_CPU_ISA), direct op calls
     python benchmarks/bench_cpu_env.py malloc       # a SimpleCNN conv with glibc's defaults vs freed memory kept
     python benchmarks/bench_cpu_env.py stacking     # one convolution over stacked [W_g; W_r] vs two convolutions
+    python benchmarks/bench_cpu_env.py batching     # one convolution of [x; ẋ] over W_g vs two, ResNet-18's layers
     python benchmarks/bench_cpu_env.py gemm         # the linear ops' small-batch GEMM kernel vs torch.mm, by size
     python benchmarks/bench_cpu_env.py pooling      # max pooling of (N, C, H, W): ATen, via channels-last, fastdstn
+    python benchmarks/bench_cpu_env.py inductor     # Inductor's CPU code for a ReLU and for its bool mask vs eager
 
-Times are the minimum (isa, gemm) or median (malloc, stacking, pooling) of repeated calls at 1 thread (isa; gemm also at
-2) or torch's default threads, in milliseconds or microseconds as labelled. Each setting runs in its own process
-because the instruction set, the allocator and the GEMM kernel's mode are fixed once per process (gemm times the
-same op calls with FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits
-give to ATen). These produced the
-numbers quoted in csrc/common/isa.h, csrc/dense/small_gemm_cpu.cpp, csrc/dense/dense_ops.cpp,
-fastdstn/train/allocator.py, fastdstn/nn/pooling.py and benchmarks/history/ops_cpp.md.
+Times are the minimum (isa, gemm) or median (malloc, stacking, batching, pooling, inductor) of repeated calls at 1
+thread (isa; gemm also at 2; batching and inductor at 2, as the step-cost table) or torch's default threads, in
+milliseconds or microseconds as labelled. Each setting runs in its own process because the instruction set, the
+allocator and the GEMM kernel's mode are fixed once per process (gemm times the same op calls with
+FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits give to ATen). These
+produced the numbers quoted in csrc/common/isa.h, csrc/dense/small_gemm_cpu.cpp, csrc/dense/dense_ops.cpp,
+fastdstn/train/allocator.py, fastdstn/nn/pooling.py, benchmarks/history/ops_cpp.md and the README's torch.compile
+figures.
 """
 from __future__ import annotations
 
@@ -103,6 +106,33 @@ def stacking_case() -> dict:
     return out
 
 
+# ResNet-18's 3×3 convolutions in the step-cost table (B16, 64 px): (C_in, C_out, input size, stride), one per stage
+# and the first, stride-2 layer of the last two.
+RESNET_CONVS = [(64, 64, 16, 1), (128, 128, 8, 1), (256, 256, 4, 1), (512, 512, 2, 1), (64, 128, 16, 2),
+                (256, 512, 4, 2)]
+
+
+def batching_case() -> dict:
+    """The dual forward's two convolutions over W_g, conv(x, W_g) and conv(ẋ, W_g), against one convolution of
+    [x; ẋ] stacked along the batch (the concatenation included), 2 threads: csrc/dense/dense_ops.cpp batches the
+    layers with more weights than input elements."""
+    import torch
+    import torch.nn.functional as F
+
+    from fastdstn.train.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(2)
+    out = {}
+    for c_in, c_out, hw, stride in RESNET_CONVS:
+        x, xt, W = torch.randn(16, c_in, hw, hw), torch.randn(16, c_in, hw, hw), torch.randn(c_out, c_in, 3, 3)
+        label = f"{c_in}->{c_out} {hw}x{hw} stride {stride} (weights / input {W.numel() / x.numel():.2g})"
+        out[f"{label}: two convs ms"] = _median_ms(
+            lambda: (F.conv2d(x, W, None, stride, 1), F.conv2d(xt, W, None, stride, 1)), 40)
+        out[f"{label}: batched ms"] = _median_ms(lambda: F.conv2d(torch.cat([x, xt]), W, None, stride, 1), 40)
+    return out
+
+
 # Max pools of the step-cost models: SimpleCNN's two (2×2, B128) and ResNet-18's stem (3×3 stride 2 pad 1, B16 64 px).
 POOLS = [("SimpleCNN pool1", (128, 16, 28, 28), (2, 2, 0)), ("SimpleCNN pool2", (128, 32, 14, 14), (2, 2, 0)),
          ("ResNet-18 stem", (16, 64, 32, 32), (3, 2, 1))]
@@ -132,6 +162,27 @@ def pooling_case() -> dict:
             op = torch.ops.fastdstn.max_pool2d_dual.default
             out[f"{name} {shape}: fastdstn ms"] = _median_ms(
                 lambda: op(x, None, [k, k], [stride, stride], [pad, pad], [1, 1], False), 30)
+    return out
+
+
+def inductor_case() -> dict:
+    """What Inductor's generated CPU code costs against eager ATen for the two tensors a compiled training step makes of
+    a ReLU, on SimpleCNN's first activation (128, 16, 28, 28) at 2 threads: the ReLU itself (float) and the mask
+    x <= 0 (bool), which the compiled backward saves in place of the ReLU's output. The mask also runs compiled with
+    scalar code (torch._inductor.config.cpp.simdlen = 1), which shows whether the vector code is what is slow."""
+    import torch
+    import torch._dynamo
+    import torch._inductor.config as inductor_config
+
+    torch.set_num_threads(2)
+    x = torch.randn(128, 16, 28, 28)
+    relu, mask = (lambda t: torch.relu(t)), (lambda t: t <= 0)
+    out = {"ReLU, eager ms": _median_ms(lambda: relu(x), 50), "mask, eager ms": _median_ms(lambda: mask(x), 50)}
+    out["ReLU, compiled ms"] = _median_ms(lambda compiled=torch.compile(relu): compiled(x), 50)
+    out["mask, compiled ms"] = _median_ms(lambda compiled=torch.compile(mask): compiled(x), 50)
+    torch._dynamo.reset()
+    with inductor_config.patch({"cpp.simdlen": 1}):
+        out["mask, compiled scalar ms"] = _median_ms(lambda compiled=torch.compile(mask): compiled(x), 50)
     return out
 
 
@@ -168,8 +219,9 @@ def gemm_comparison(aten: dict, kernel: dict) -> dict:
             for key in aten}
 
 
-CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "gemm": gemm_case,
-         "pooling": pooling_case}
+CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "batching": batching_case,
+         "gemm": gemm_case,
+         "pooling": pooling_case, "inductor": inductor_case}
 
 
 def _in_subprocess(part: str, env: dict, quick: bool) -> dict:
@@ -189,7 +241,7 @@ def main() -> None:
         return
     settings = {"isa": [{"FASTDSTN_CPU_ISA": v} for v in ("baseline", "avx2", "widest")],
                 "malloc": [{"FASTDSTN_KEEP_FREED_MEMORY": v} for v in ("0", "1")],
-                "stacking": [{}], "pooling": [{}]}.get(args.part)
+                "stacking": [{}], "batching": [{}], "pooling": [{}], "inductor": [{}]}.get(args.part)
     if args.part == "gemm":  # ATen (kernel off) and the kernel (FASTDSTN_SMALL_GEMM=any: every size) in turn
         aten, kernel = (_in_subprocess("gemm", {"FASTDSTN_SMALL_GEMM": mode}, args.quick) for mode in ("0", "any"))
         print("\n".join(f"{k}: {v}" for k, v in gemm_comparison(aten, kernel).items()), flush=True)

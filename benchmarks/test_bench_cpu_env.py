@@ -9,7 +9,8 @@ SCRIPT = os.path.join(os.path.dirname(__file__), "bench_cpu_env.py")
 
 
 @pytest.mark.parametrize("part,lines,marker", [("malloc", 2, "freed memory kept"), ("isa", 3, "isa: "),
-                                               ("pooling", 1, "channels-last copy ms")])
+                                               ("pooling", 1, "channels-last copy ms"),
+                                               ("inductor", 1, "mask, compiled scalar ms")])
 def test_parts_run(part, lines, marker):
     done = subprocess.run([sys.executable, SCRIPT, part], capture_output=True, text=True, check=True, timeout=600)
     rows = [line for line in done.stdout.splitlines() if line.strip()]
