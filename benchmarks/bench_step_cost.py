@@ -25,6 +25,8 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 import cases
+from fastdstn.method import guard
+from fastdstn.nn.groups import _RowSums, _SquaredNorm
 from fastdstn.train.allocator import keep_freed_memory
 from results import machine_info
 from timing import interleave, paired, timed
@@ -39,16 +41,22 @@ GEMM_CONV = {"aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::add
              "aten::_mkldnn_convolution_backward"}
 NORMS = {"aten::native_batch_norm", "aten::native_batch_norm_backward", "aten::native_layer_norm",
          "aten::native_layer_norm_backward"}
+# Scopes whose CPU time (their ops included) the split reports apart: the tuned weight penalty's autograd Functions
+# forward and backward, the optimizers' steps and zero_grads, and the finiteness guard.
+PENALTY = {f.__name__ + suffix for f in (_SquaredNorm, _RowSums) for suffix in ("", "Backward")}
+SCOPES = {"penalty": lambda key: key in PENALTY, "guard": lambda key: key == guard.PROFILER_SCOPE,
+          "optimizers": lambda key: key.startswith(("Optimizer.step#", "Optimizer.zero_grad#"))}
 PROFILED_STEPS = 3
 
 
 def breakdown(step, steps: int = PROFILED_STEPS) -> Dict[str, float]:
-    """Seconds per step of the GEMM/conv ops, the normalizations and everything else (CPU self time)."""
+    """Seconds per step of the GEMM/conv ops and the normalizations (CPU self time), of each of SCOPES (CPU time
+    with their ops; none of them runs a GEMM or a normalization), and the total."""
     step()
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for _ in range(steps):
             step()
-    split = {"gemm": 0.0, "norm": 0.0, "total": 0.0}
+    split = dict.fromkeys(["gemm", "norm", *SCOPES, "total"], 0.0)
     for event in prof.key_averages():
         seconds = event.self_cpu_time_total / 1e6 / steps
         split["total"] += seconds
@@ -56,6 +64,9 @@ def breakdown(step, steps: int = PROFILED_STEPS) -> Dict[str, float]:
             split["gemm"] += seconds
         elif event.key in NORMS:
             split["norm"] += seconds
+        for scope, matches in SCOPES.items():
+            if matches(event.key):
+                split[scope] += event.cpu_time_total / 1e6 / steps
     return split
 
 
@@ -79,9 +90,9 @@ def measure(name: str, small: bool, budget: float, min_rounds: int, compiled: bo
                                                            samples["delta"]["full"]))
     split_plain, split_delta = breakdown(workload.plain), breakdown(train)
     scale = split_plain["total"]
+    parts = {part: split_delta[part] / scale for part in ("gemm", "norm", *SCOPES)}
     return {"name": name, "label": workload.label, "plain_ms": statistics.median(plain) * 1e3, "ratio": ratio,
-            "rounds": rounds, "floor": split_delta["gemm"] / scale, "norm": split_delta["norm"] / scale,
-            "other": (split_delta["total"] - split_delta["gemm"] - split_delta["norm"]) / scale,
+            "rounds": rounds, **parts, "other": split_delta["total"] / scale - sum(parts.values()),
             "plain_gemm": split_plain["gemm"] / scale}
 
 
@@ -116,14 +127,16 @@ def compile_table(rows: List[Dict[str, object]]) -> List[str]:
 
 def table(rows: List[Dict[str, object]]) -> List[str]:
     lines = ["| model | plain ms | Δ-STN × | target | met | Δ-STN × plain pooled as STN | general × | response × | "
-             "GEMM/conv floor × | norms × | other × | plain's GEMM/conv share | rounds |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "GEMM/conv floor × | norms × | weight penalty × | optimizers × | guard × | other × | "
+             "plain's GEMM/conv share | rounds |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         ratio, target = r["ratio"], TARGETS[r["name"]]
         pooled = f"{ratio['delta_pooled']:.2f}" if "delta_pooled" in ratio else "—"
         lines.append(f"| {r['label']} | {r['plain_ms']:.1f} | {ratio['delta']:.2f} | {target:.1f} | "
                      f"{'yes' if ratio['delta'] <= target else 'no'} | {pooled} | {ratio['general']:.2f} | "
-                     f"{ratio['response']:.2f} | {r['floor']:.2f} | {r['norm']:.2f} | {r['other']:.2f} | "
+                     f"{ratio['response']:.2f} | {r['gemm']:.2f} | {r['norm']:.2f} | {r['penalty']:.2f} | "
+                     f"{r['optimizers']:.2f} | {r['guard']:.2f} | {r['other']:.2f} | "
                      f"{r['plain_gemm']:.0%} | {r['rounds']} |")
     return lines
 
@@ -166,7 +179,9 @@ def main() -> None:
         "× columns: the median over interleaved rounds of (step time / the same round's plain SGD step). `general` and "
         "`response` are Δ-STN's two sub-steps alone; `Δ-STN` is train_step, both. The last columns split one profiled "
         "Δ-STN step's CPU time, in units of the plain step's: GEMM/conv (matrix products and convolutions, the "
-        "floor), the normalizations' kernels, and everything else. The STN models max-pool through fastdstn's op "
+        "floor), the normalizations' kernels, the tuned weight penalty's passes over the weights forward and "
+        "backward (not the addition of its gradient to the layers'), the two optimizers' steps and zero_grads, the "
+        "finiteness guard, and everything else. The STN models max-pool through fastdstn's op "
         "(fastdstn.nn.MaxPool2d, which convert puts in place of nn.MaxPool2d) in every sub-step, the plain networks "
         "through ATen's kernel; `Δ-STN × plain pooled as STN` divides by a plain step that also pools through "
         "fastdstn's op, which isolates the cost of the method from the faster pooling.",

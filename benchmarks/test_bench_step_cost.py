@@ -12,4 +12,4 @@ def test_bench_step_cost_writes_its_table(tmp_path, monkeypatch):
     rows = [line for line in out.read_text().splitlines() if line.startswith("| ") and "×" not in line
             and not line.startswith("|---")]
     assert len(rows) == len(bench_step_cost.TARGETS), rows
-    assert all(row.count("|") == 14 for row in rows), rows
+    assert all(row.count("|") == 17 for row in rows), rows

@@ -20,6 +20,9 @@ from torch import nn
 Tensor = torch.Tensor
 
 
+PROFILER_SCOPE = "fastdstn.guard.check"
+
+
 class NonFiniteUpdate(FloatingPointError):
     """A sub-step whose loss, gradient or BatchNorm statistics are NaN or infinite; it was not applied.
 
@@ -70,11 +73,14 @@ class Guard:
               saved: Optional[List[Tensor]] = None) -> None:
         """Raise NonFiniteUpdate unless the loss, the gradients of `optimizer`'s parameters and (with `model`)
         the model's floating buffers are all finite."""
-        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        buffers = floating_buffers(model) if model is not None else []
-        finite = all_finite([loss, *(p.grad for p in params), *buffers])
-        if self.reduce is not None:
-            finite = self.reduce(finite)
+        # A named scope, as torch.optim's steps have, so that a profile shows what the guard costs
+        # (benchmarks/bench_step_cost.py).
+        with torch.profiler.record_function(PROFILER_SCOPE):
+            params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+            buffers = floating_buffers(model) if model is not None else []
+            finite = all_finite([loss, *(p.grad for p in params), *buffers])
+            if self.reduce is not None:
+                finite = self.reduce(finite)
         if finite:
             return
         what = self._culprit(loss, params, model)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from fastdstn import Hyper, HyperSpace, SelfTuning, make_optimizers
 from fastdstn.hyper.space import RHO_MAX, RHO_MIN, SIGMA_MAX, SIGMA_MIN
 from fastdstn.method import NonFiniteUpdate
-from fastdstn.method.guard import all_finite
+from fastdstn.method.guard import PROFILER_SCOPE, all_finite
 from fastdstn.nn import general_parameters, response_parameters
 from stn_test_models import CNN, MLP, mlp_problem, small_space
 
@@ -131,6 +131,15 @@ def test_all_finite_is_exact():
     big = torch.randn(4096, 65)
     big[4000, 64] = math.nan
     assert not all_finite([big.t()]), "a NaN anywhere in a non-contiguous tensor"
+
+
+def test_each_sub_step_check_is_one_named_profiler_scope(delta):
+    """benchmarks/bench_step_cost.py reports the guard's cost from this scope."""
+    method, opts, x, y = delta
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        method.train_step(x, y, opts)
+    counts = {e.key: e.count for e in prof.key_averages()}
+    assert counts.get(PROFILER_SCOPE) == 2, counts
 
 
 @pytest.mark.parametrize("scale", [5e-324, 1e-50, SIGMA_MIN / 2, SIGMA_MAX * 2, 1.7976931348623157e308, math.inf,
