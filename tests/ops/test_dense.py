@@ -261,7 +261,8 @@ def test_linear_opcheck(backend, case):
 
 
 @pytest.mark.parametrize("case", CONV_CASES + [(1, 2, 3, 2, 5, 3, "unit", True, True, True, grads_, True)
-                                               for grads_ in ("all", "none")], ids=conv_id)
+                                               for grads_ in ("all", "none")]
+                         + [(2, 8, 8, 7, 2, 3, "pad2", True, True, True, "all", True)], ids=conv_id)
 @pytest.mark.parametrize("backend", backends("cpp", "triton"))
 def test_conv_opcheck(backend, case):
     args, geo = conv_args(case, torch.float32, backend.device)
