@@ -7,10 +7,11 @@
     python benchmarks/bench_cpu_env.py gemm         # the linear ops' small-batch GEMM kernel vs torch.mm, by size
     python benchmarks/bench_cpu_env.py pooling      # max pooling of (N, C, H, W): ATen, via channels-last, fastdstn
     python benchmarks/bench_cpu_env.py inductor     # Inductor's CPU code for a ReLU and for its bool mask vs eager
+    python benchmarks/bench_cpu_env.py inductor-step  # SimpleCNN's general sub-step compiled vs eager, slowest kernels
 
-Times are the minimum (isa, gemm) or median (malloc, stacking, batching, pooling, inductor) of repeated calls at 1
-thread (isa; gemm also at 2; batching and inductor at 2, as the step-cost table) or torch's default threads, in
-milliseconds or microseconds as labelled. Each setting runs in its own process because the instruction set, the
+Times are the minimum (isa, gemm) or median (malloc, stacking, batching, pooling, inductor, inductor-step) of
+repeated calls at 1 thread (isa; gemm also at 2; batching and the inductor parts at 2, as the step-cost table) or
+torch's default threads, in milliseconds or microseconds as labelled. Each setting runs in its own process because the instruction set, the
 allocator and the GEMM kernel's mode are fixed once per process (gemm times the same op calls with
 FASTDSTN_SMALL_GEMM=0, i.e. ATen, and =any, so that the kernel also takes the sizes its limits give to ATen). These
 produced the numbers quoted in csrc/common/isa.h, csrc/dense/small_gemm_cpu.cpp, csrc/dense/dense_ops.cpp,
@@ -186,6 +187,37 @@ def inductor_case() -> dict:
     return out
 
 
+def inductor_step_case(quick: bool = False) -> dict:
+    """Δ-STN's general sub-step of the SimpleCNN workload (benchmarks/cases.py, B128; quick: B4, the smoke test) on
+    an eager model and on one through `model.compile()`, 2 threads, then the compiled sub-step's four slowest
+    Inductor kernels per sub-step (torch.profiler, with Inductor's kernel profiling on)."""
+    import torch
+    import torch._inductor.config as inductor_config
+    from torch.profiler import ProfilerActivity, profile
+
+    from fastdstn.train.allocator import keep_freed_memory
+
+    keep_freed_memory()
+    torch.set_num_threads(2)
+    inductor_config.cpp.enable_kernel_profile = True
+    steps = {}
+    for name in ("eager", "compiled"):
+        train, _ = cases.cnn_workload(small=quick).stn("delta")
+        method, optimizers, (x, y) = train.method, train.optimizers, train.batch
+        if name == "compiled":
+            method.model.compile()
+        steps[name] = lambda m=method, o=optimizers.general, x=x, y=y: m.general_step(x, y, o)
+    calls = 3 if quick else 30
+    out = {f"general sub-step {name} ms": _median_ms(step, calls) for name, step in steps.items()}
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for _ in range(calls):
+            steps["compiled"]()
+    kernels = [(e.key, e.self_cpu_time_total / 1e3 / calls) for e in prof.key_averages() if e.key.startswith("graph_")]
+    for key, ms in sorted(kernels, key=lambda kernel: -kernel[1])[:4]:
+        out[f"compiled kernel {key} ms"] = ms
+    return out
+
+
 def gemm_case(quick: bool = False) -> dict:
     """The linear ops' three kinds of product through their test ops, each one C++ call from Python: the
     forward's x·W_gᵀ, x·W_rᵀ, ẋ·W_gᵀ (fastdstn::_linear_products); ∂ẋ = g·W_g and ∂W_r = aᵀ·x
@@ -220,7 +252,7 @@ def gemm_comparison(aten: dict, kernel: dict) -> dict:
 
 
 CASES = {"isa": isa_case, "malloc": malloc_case, "stacking": stacking_case, "batching": batching_case,
-         "gemm": gemm_case, "pooling": pooling_case, "inductor": inductor_case}
+         "gemm": gemm_case, "pooling": pooling_case, "inductor": inductor_case, "inductor-step": inductor_step_case}
 
 
 def _in_subprocess(part: str, env: dict, quick: bool) -> dict:
@@ -233,14 +265,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("part", choices=list(CASES))
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--quick", action="store_true", help="gemm: one size at 1 thread (the smoke test)")
+    parser.add_argument("--quick", action="store_true",
+                        help="gemm: one size at 1 thread; inductor-step: batch 4, 3 calls (the smoke tests)")
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(CASES[args.part](quick=True) if args.quick and args.part == "gemm" else CASES[args.part]()))
+        quick = args.quick and args.part in ("gemm", "inductor-step")
+        print(json.dumps(CASES[args.part](quick=True) if quick else CASES[args.part]()))
         return
     settings = {"isa": [{"FASTDSTN_CPU_ISA": v} for v in ("baseline", "avx2", "widest")],
                 "malloc": [{"FASTDSTN_KEEP_FREED_MEMORY": v} for v in ("0", "1")],
-                "stacking": [{}], "batching": [{}], "pooling": [{}], "inductor": [{}]}.get(args.part)
+                "stacking": [{}], "batching": [{}], "pooling": [{}], "inductor": [{}],
+                "inductor-step": [{}]}.get(args.part)
     if args.part == "gemm":  # ATen (kernel off) and the kernel (FASTDSTN_SMALL_GEMM=any: every size) in turn
         aten, kernel = (_in_subprocess("gemm", {"FASTDSTN_SMALL_GEMM": mode}, args.quick) for mode in ("0", "any"))
         print("\n".join(f"{k}: {v}" for k, v in gemm_comparison(aten, kernel).items()), flush=True)

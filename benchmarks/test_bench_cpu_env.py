@@ -17,6 +17,12 @@ def test_parts_run(part, lines, marker):
     assert len(rows) == lines and all(marker in row for row in rows), done.stdout
 
 
+def test_inductor_step_part_runs():
+    done = subprocess.run([sys.executable, SCRIPT, "inductor-step", "--quick"], capture_output=True, text=True,
+                          check=True, timeout=600)
+    assert "general sub-step compiled ms" in done.stdout and "compiled kernel graph_" in done.stdout, done.stdout
+
+
 def test_gemm_part_runs():
     done = subprocess.run([sys.executable, SCRIPT, "gemm", "--quick"], capture_output=True, text=True, check=True,
                           timeout=600)
